@@ -1,0 +1,177 @@
+/*
+ * blob.c: the backend-independent part of the store interface: choosing a backend
+ * from the URL, whole-blob reads of small records, and listing helpers.
+ */
+#include "blob_private.h"
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int blob_open(const char *url, struct blob_store **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (strncmp(url, "file://", 7) == 0)
+		return blob_local_open(url, out, err, errlen);
+	snprintf(err, errlen, "unsupported store URL '%.200s' (expected file:///abs/path)", url);
+	return -EINVAL;
+}
+
+int blob_check(struct blob_store *s, char *err, size_t errlen)
+{
+	struct blob_list l;
+	int ret;
+
+	blob_list_init(&l);
+	ret = blob_list(s, "", &l);
+	blob_list_release(&l);
+	if (ret == -ENOENT)
+		ret = 0; /* an empty store is a store */
+	if (ret == -EACCES)
+		snprintf(err, errlen, "store %s refused access: %s", s->id, strerror(-ret));
+	else if (ret < 0)
+		snprintf(err, errlen, "store %s is unreachable: %s", s->id, strerror(-ret));
+	return ret;
+}
+
+void blob_destroy(struct blob_store *s)
+{
+	if (s)
+		s->ops->destroy(s);
+}
+
+int blob_get(struct blob_store *s, const char *key, size_t max, char **data, size_t *len,
+	     char etag[BLOB_ETAG_MAX])
+{
+	struct blob_stat st;
+	char *buf = NULL;
+	ssize_t n = 0;
+	int ret, tries;
+
+	*data = NULL;
+	*len = 0;
+	/* The blob may be replaced between stat and read: the read is pinned to the
+	 * etag, so a replacement shows as -ESTALE and the pair is tried again. */
+	for (tries = 0; tries < 5; tries++) {
+		ret = blob_stat(s, key, &st);
+		if (ret < 0)
+			goto out;
+		if (st.size > max) {
+			ret = -EFBIG;
+			goto out;
+		}
+		free(buf);
+		buf = malloc(st.size + 1);
+		if (!buf) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		n = st.size ? blob_read(s, key, st.etag, 0, st.size, buf) : 0;
+		if (n != -ESTALE)
+			break;
+	}
+	if (n < 0) {
+		ret = (int)n;
+		goto out;
+	}
+	if ((uint64_t)n != st.size) {
+		ret = -ESTALE; /* shrank under us even with the etag pinned */
+		goto out;
+	}
+	buf[n] = '\0';
+	*data = buf;
+	*len = (size_t)n;
+	memcpy(etag, st.etag, BLOB_ETAG_MAX);
+	buf = NULL;
+	ret = 0;
+out:
+	free(buf);
+	return ret;
+}
+
+void blob_list_init(struct blob_list *l)
+{
+	memset(l, 0, sizeof(*l));
+}
+
+int blob_list_add(struct blob_list *l, const struct blob_entry *e)
+{
+	if (l->count == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct blob_entry *n = realloc(l->entries, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		l->entries = n;
+		l->cap = cap;
+	}
+	struct blob_entry *d = &l->entries[l->count];
+	*d = *e;
+	d->name = strdup(e->name);
+	if (!d->name)
+		return -ENOMEM;
+	l->count++;
+	return 0;
+}
+
+void blob_list_release(struct blob_list *l)
+{
+	for (size_t i = 0; i < l->count; i++)
+		free(l->entries[i].name);
+	free(l->entries);
+	blob_list_init(l);
+}
+
+int blob_name_ok(const char *name, size_t len)
+{
+	if (len == 0 || len > NAME_MAX)
+		return 0;
+	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 0x20 || c == 0x7f || c == '/')
+			return 0;
+	}
+	return 1;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct blob_entry *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	/* folders first among equals, so the folder wins a name clash */
+	return c ? c : y->is_dir - x->is_dir;
+}
+
+void blob_list_clean(struct blob_list *l, const char *folder)
+{
+	size_t i, o = 0;
+
+	if (l->count > 1)
+		qsort(l->entries, l->count, sizeof(*l->entries), entry_cmp);
+	for (i = 0; i < l->count; i++) {
+		struct blob_entry *e = &l->entries[i];
+		if (!blob_name_ok(e->name, strlen(e->name))) {
+			LOG_WARN("skipping entry with an unusable name in '%s': '%.80s'", folder,
+				 e->name);
+			free(e->name);
+			continue;
+		}
+		if (o > 0 && strcmp(l->entries[o - 1].name, e->name) == 0) {
+			/* sorted folder-first: this is a blob (or a repeat) shadowed by the
+			 * folder of the same name */
+			if (e->is_dir || !l->entries[o - 1].is_dir)
+				LOG_DEBUG("dropping repeated entry '%s' in '%s'", e->name, folder);
+			else
+				LOG_WARN("blob '%s%s' has the name of a folder; serving the folder",
+					 folder, e->name);
+			free(e->name);
+			continue;
+		}
+		l->entries[o++] = *e;
+	}
+	l->count = o;
+}

@@ -1,0 +1,147 @@
+/*
+ * blob.h: the store interface. Every backend (local directory, Azure Blob, S3)
+ * implements the table of operations below; the rest of artifactfs reaches a store
+ * only through these functions and never knows which backend it talks to.
+ *
+ * Keys are store-relative ("runs/exp/run-1/model.pth"): a backend adds its own
+ * prefix. Folders are key prefixes that end in '/'; a listing is one folder level.
+ *
+ * Errors: every fallible function returns 0 (or a byte count) on success and -errno
+ * on failure, with the same meaning in every backend:
+ *   -ENOENT  no such blob or folder
+ *   -EEXIST  create-if-absent found the key taken
+ *   -ESTALE  the blob's etag is not the one asked for (changed since it was seen)
+ *   -EACCES  the store refused the credentials
+ *   -EIO     the store is unreachable or failing (after the backend's retries)
+ *   -ENOMEM, -EINVAL as usual
+ *
+ * Threads: a struct blob_store is safe to use from many threads at once; backends
+ * hold no lock across I/O. Configuration is fixed once blob_open() returns.
+ *
+ * This layer knows nothing of FUSE or of the cache.
+ */
+#ifndef BLOB_BLOB_H
+#define BLOB_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* Longest etag kept, with its quotes and the terminating NUL. */
+#define BLOB_ETAG_MAX 128
+
+struct blob_store;
+
+/* One entry of a listing: a blob or a folder, named by its last segment. */
+struct blob_entry {
+	char *name;		/* owned; last segment, no '/' */
+	int is_dir;		/* a folder (common prefix) */
+	uint64_t size;		/* blobs only */
+	struct timespec mtime;	/* blobs only (folders: zero) */
+	char etag[BLOB_ETAG_MAX]; /* blobs only; "" for folders */
+};
+
+/* A listing: the entries of one folder level, in the order the store gave them. */
+struct blob_list {
+	struct blob_entry *entries; /* owned */
+	size_t count;
+	size_t cap;
+};
+
+/* Properties of one blob. */
+struct blob_stat {
+	uint64_t size;
+	struct timespec mtime;
+	char etag[BLOB_ETAG_MAX];
+};
+
+struct blob_ops {
+	const char *name; /* "file", "azure", ... */
+	void (*destroy)(struct blob_store *s);
+	/* One folder level under prefix ("" or ending in '/'). -ENOENT when nothing is
+	 * there at all. Appends to out. */
+	int (*list)(struct blob_store *s, const char *prefix, struct blob_list *out);
+	int (*stat)(struct blob_store *s, const char *key, struct blob_stat *out);
+	/* Reads len bytes at off into buf from the version named by etag ("" = any).
+	 * Returns the bytes read (short only at the end of the blob) or -errno;
+	 * -ESTALE when the blob is no longer at that etag. */
+	ssize_t (*read)(struct blob_store *s, const char *key, const char *etag,
+			uint64_t off, size_t len, void *buf);
+	/* Writes a small blob only if the key is free: -EEXIST when it is taken. */
+	int (*create)(struct blob_store *s, const char *key, const void *data, size_t len);
+	/* Replaces a small blob only if it is still at etag: -ESTALE when it changed,
+	 * -ENOENT when it is gone. */
+	int (*replace)(struct blob_store *s, const char *key, const char *etag,
+		       const void *data, size_t len);
+};
+
+/* The common head of every backend's store struct. */
+struct blob_store {
+	const struct blob_ops *ops;
+	/* Names the store for cache keys and logs: scheme, place and prefix, never a
+	 * credential. Owned by the store. */
+	char *id;
+};
+
+/*
+ * Opens the store named by url (file://, ...). On failure returns -errno and writes
+ * one line saying what is wrong into err (never a secret). The caller frees the
+ * store with blob_destroy(). Does no network I/O: use blob_check() for that.
+ */
+int blob_open(const char *url, struct blob_store **out, char *err, size_t errlen);
+
+/* Checks that the store answers (and the credentials work). On failure writes one
+ * line into err and returns -errno. */
+int blob_check(struct blob_store *s, char *err, size_t errlen);
+
+void blob_destroy(struct blob_store *s);
+
+static inline int blob_list(struct blob_store *s, const char *prefix, struct blob_list *out)
+{
+	return s->ops->list(s, prefix, out);
+}
+
+static inline int blob_stat(struct blob_store *s, const char *key, struct blob_stat *out)
+{
+	return s->ops->stat(s, key, out);
+}
+
+static inline ssize_t blob_read(struct blob_store *s, const char *key, const char *etag,
+				uint64_t off, size_t len, void *buf)
+{
+	return s->ops->read(s, key, etag, off, len, buf);
+}
+
+static inline int blob_create(struct blob_store *s, const char *key, const void *data,
+			      size_t len)
+{
+	return s->ops->create(s, key, data, len);
+}
+
+static inline int blob_replace(struct blob_store *s, const char *key, const char *etag,
+			       const void *data, size_t len)
+{
+	return s->ops->replace(s, key, etag, data, len);
+}
+
+/*
+ * Reads a whole small blob (at most max bytes) and the etag of the version read.
+ * *data is a NUL-terminated heap copy the caller frees. -EFBIG when larger than max.
+ */
+int blob_get(struct blob_store *s, const char *key, size_t max, char **data, size_t *len,
+	     char etag[BLOB_ETAG_MAX]);
+
+/* Listing helpers. blob_list_add copies name; cannot fail but for -ENOMEM. */
+void blob_list_init(struct blob_list *l);
+int blob_list_add(struct blob_list *l, const struct blob_entry *e);
+void blob_list_release(struct blob_list *l);
+/* Sorts by name, then drops what may not appear in a tree (see blob_name_ok), and a
+ * blob that shares its name with a folder, each with one warning naming folder. */
+void blob_list_clean(struct blob_list *l, const char *folder);
+
+/* Whether a key segment can be a file name: not empty, ".", "..", no '/', no
+ * control character, at most NAME_MAX bytes. Cannot fail. */
+int blob_name_ok(const char *name, size_t len);
+
+#endif

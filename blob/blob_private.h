@@ -1,0 +1,13 @@
+/*
+ * blob_private.h: what the backends of blob/ share and nothing outside blob/ sees.
+ */
+#ifndef BLOB_PRIVATE_H
+#define BLOB_PRIVATE_H
+
+#include "blob.h"
+
+/* Each backend's constructor: url is the whole STORE argument. Same contract as
+ * blob_open(). */
+int blob_local_open(const char *url, struct blob_store **out, char *err, size_t errlen);
+
+#endif

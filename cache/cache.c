@@ -1,0 +1,256 @@
+/*
+ * cache.c: the cache's life cycle (folder set-up, workers) and the helpers its other
+ * files share.
+ *
+ * Folder layout (every folder 0700):
+ *   DIR/chunks/XX/<id>.<n>   chunk n of the blob version <id> (XX: first two digits)
+ *   DIR/meta/XX/<id>         a listing (JSON) or a record (raw bytes)
+ *   DIR/tmp/                 files being written; emptied at start
+ * <id> is a SHA-256 over the store id and the key (and etag and chunk size for
+ * chunks), so no key, etag or credential appears in a file name.
+ */
+#include "cache_private.h"
+#include "../blob/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+uint64_t cache_hash_str(const char *s, uint64_t seed)
+{
+	uint64_t h = 1469598103934665603ull ^ seed;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+time_t cache_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
+		      char hex[CACHE_HEX_LEN + 1])
+{
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	/* Each part is followed by a NUL so that ("ab","c") and ("a","bc") differ. */
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (int i = 0; i < n; i++) {
+		EVP_DigestUpdate(ctx, parts[i], lens[i]);
+		EVP_DigestUpdate(ctx, "", 1);
+	}
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	EVP_MD_CTX_free(ctx);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+int cache_write_file(struct cache *c, const char *path, const void *data, size_t len)
+{
+	char tmp[PATH_MAX];
+	int fd, ret = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s/tmp/meta.XXXXXX", c->dir);
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		return -errno;
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write(fd, (const char *)data + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		done += (size_t)n;
+	}
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", path);
+		*strrchr(dir, '/') = '\0';
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			ret = -errno;
+		else if (rename(tmp, path) < 0)
+			ret = -errno;
+	}
+	if (ret < 0)
+		unlink(tmp);
+	return ret;
+}
+
+/* mkdir -p with mode 0700 for what it creates. */
+static int make_dirs(const char *path)
+{
+	char tmp[PATH_MAX];
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char was = *p;
+			*p = '\0';
+			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+				return -errno;
+			*p = was;
+			if (!was)
+				break;
+		}
+	}
+	return 0;
+}
+
+static void empty_tmp(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+}
+
+int cache_create(const struct cache_config *cfg, struct blob_store *store,
+		 struct cache **out, char *err, size_t errlen)
+{
+	struct cache *c = NULL;
+	char path[PATH_MAX];
+	struct stat st;
+	int ret;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	c->store = store;
+	c->dir = strdup(cfg->dir);
+	c->max_bytes = cfg->max_bytes;
+	c->chunk_size = cfg->chunk_size ? cfg->chunk_size : CACHE_DEFAULT_CHUNK;
+	c->ttl = cfg->ttl;
+	c->nworkers = cfg->workers > CACHE_MAX_WORKERS ? CACHE_MAX_WORKERS : cfg->workers;
+	c->readahead = cfg->readahead;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	pthread_cond_init(&c->work, NULL);
+	c->nbuckets = 1024;
+	c->chunks = calloc(c->nbuckets, sizeof(*c->chunks));
+	c->nmeta_buckets = 1024;
+	c->metas = calloc(c->nmeta_buckets, sizeof(*c->metas));
+	if (!c->dir || !c->chunks || !c->metas) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	ret = make_dirs(c->dir);
+	if (ret == 0 && (stat(c->dir, &st) < 0 || !S_ISDIR(st.st_mode)))
+		ret = -ENOTDIR;
+	if (ret == 0 && st.st_uid == geteuid() && (st.st_mode & 077) && chmod(c->dir, 0700) < 0)
+		ret = -errno;
+	const char *subs[] = { "chunks", "meta", "tmp" };
+	for (int i = 0; ret == 0 && i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->dir, subs[i]);
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			ret = -errno;
+	}
+	if (ret == 0) {
+		snprintf(path, sizeof(path), "%s/tmp", c->dir);
+		if (access(path, W_OK) < 0)
+			ret = -errno;
+	}
+	if (ret < 0) {
+		snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(-ret));
+		goto fail;
+	}
+	empty_tmp(path);
+	ret = cache_chunks_scan(c);
+	if (ret < 0) {
+		snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(-ret));
+		goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	if (c) {
+		c->store = NULL; /* the caller keeps the store when we fail */
+		cache_destroy(c);
+	}
+	return ret;
+}
+
+int cache_start(struct cache *c)
+{
+	sigset_t all, old;
+	int ret = 0;
+
+	/* Workers block every signal: the FUSE loop's thread handles them. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (; c->started < c->nworkers; c->started++) {
+		ret = -pthread_create(&c->workers[c->started], NULL, cache_worker, c);
+		if (ret < 0)
+			break;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ret;
+}
+
+void cache_destroy(struct cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = 1;
+	pthread_cond_broadcast(&c->work);
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned i = 0; i < c->started; i++)
+		pthread_join(c->workers[i], NULL);
+	while (c->qlen) {
+		cache_blob_unref(c, c->queue[c->qhead].blob);
+		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
+		c->qlen--;
+	}
+	if (c->chunks)
+		cache_chunks_free(c);
+	if (c->metas)
+		cache_metas_free(c);
+	pthread_cond_destroy(&c->work);
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
+	blob_destroy(c->store);
+	free(c->dir);
+	free(c);
+}
+
+struct blob_store *cache_store(struct cache *c)
+{
+	return c->store;
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	*out = c->stats;
+	pthread_mutex_unlock(&c->lock);
+}

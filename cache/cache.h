@@ -1,0 +1,110 @@
+/*
+ * cache.h: the read-through disk cache between the tree (fs/) and the store (blob/).
+ *
+ * Contract:
+ * - File bytes are kept in fixed-size chunks on local disk, keyed by store id, blob
+ *   key, etag and chunk size: a changed blob is a new entry, so stale bytes are never
+ *   served. Each chunk is fetched with one ranged read, once, however many readers
+ *   wait for it; sequential readers make the cache prefetch ahead in parallel.
+ * - A chunk file becomes visible by rename(2) only once complete and carries a
+ *   CRC32C trailer, so a partial, truncated or damaged chunk is detected and fetched
+ *   again, never served. Chunks survive unmount and restart; the cache stays within
+ *   its size bound by evicting the least recently used chunk no reader holds.
+ * - Listings and small records (registry JSON) are kept in memory and on disk: they
+ *   refresh after the TTL and, when the store fails, the last copy is served.
+ * - Nothing secret is written: the store's id names it.
+ *
+ * Every fallible function returns 0 (or a byte count) or -errno, with blob.h's
+ * meanings: -ESTALE means the blob no longer has the etag the file was opened at.
+ *
+ * Threads: every function is thread-safe. Lock order: cache->lock, then
+ * cache_file->lock is never taken while cache->lock is held (they are independent).
+ * No lock is held across store or disk I/O, but for unlink(2) of evicted chunks.
+ */
+#ifndef CACHE_CACHE_H
+#define CACHE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../blob/blob.h"
+
+#define CACHE_DEFAULT_CHUNK (8u << 20)
+#define CACHE_DEFAULT_SIZE (20ull << 30)
+
+struct cache;
+struct cache_file;
+
+struct cache_config {
+	const char *dir;	/* created 0700 if missing */
+	uint64_t max_bytes;	/* bound on chunk bytes on disk */
+	uint32_t chunk_size;	/* bytes per chunk; 0 = CACHE_DEFAULT_CHUNK */
+	unsigned ttl;		/* seconds a listing or mutable record stays fresh */
+	unsigned workers;	/* prefetch threads; 0 = none */
+	unsigned readahead;	/* most chunks prefetched ahead of a sequential reader */
+};
+
+/*
+ * Opens the cache folder for store (which the cache takes over: cache_destroy frees
+ * it). Scans the chunks already there. Starts no thread: call cache_start() once the
+ * process will not fork again. On failure writes one line into err.
+ */
+int cache_create(const struct cache_config *cfg, struct blob_store *store,
+		 struct cache **out, char *err, size_t errlen);
+/* Starts the prefetch workers. */
+int cache_start(struct cache *c);
+/* Stops the workers and frees everything; files must all be closed. */
+void cache_destroy(struct cache *c);
+/* The store, borrowed for the cache's lifetime. Cannot fail. */
+struct blob_store *cache_store(struct cache *c);
+
+/* ---- listings and records ---- */
+
+/* An immutable snapshot of one folder level, sorted by name and cleaned
+ * (blob_list_clean). Shared: take with cache_list, drop with cache_listing_unref. */
+struct cache_listing {
+	struct blob_list list;
+	int refs; /* protected by the owning cache's lock */
+	struct cache *cache;
+};
+
+/* The listing of prefix, fresh within the TTL. -ENOENT for an empty/missing folder. */
+int cache_list(struct cache *c, const char *prefix, struct cache_listing **out);
+void cache_listing_unref(struct cache_listing *l);
+/* Binary search by name; NULL when absent. Borrowed from l. */
+const struct blob_entry *cache_listing_find(const struct cache_listing *l, const char *name);
+
+/*
+ * A whole small blob (a registry record). immutable: once seen, never fetched again.
+ * Otherwise refreshed after the TTL. *data is a NUL-terminated copy the caller frees.
+ */
+int cache_record(struct cache *c, const char *key, int immutable, char **data, size_t *len);
+/* Forgets the in-memory copy of a listing (after the tree learns it is out of date). */
+void cache_forget_listing(struct cache *c, const char *prefix);
+
+/* ---- file bytes ---- */
+
+/*
+ * Opens the blob key at etag for reading through the cache. sha256 (64 hex digits)
+ * or NULL: when given, a file read whole in order is checked against it, and the
+ * read that reaches the end fails with -EIO on a mismatch.
+ */
+int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t size,
+		    const char *sha256, struct cache_file **out);
+/* Reads up to len bytes at off. Short only at the end of the blob. */
+ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t off);
+void cache_file_close(struct cache_file *f);
+
+/* ---- figures, for tests and stats ---- */
+struct cache_stats {
+	uint64_t fetches;	/* ranged reads sent to the store for chunks */
+	uint64_t fetched_bytes;
+	uint64_t disk_bytes;	/* bytes of chunk files on disk */
+	uint64_t chunks;	/* chunk files on disk */
+	uint64_t damaged;	/* chunk files found damaged and dropped */
+	uint64_t evicted;
+};
+void cache_get_stats(struct cache *c, struct cache_stats *out);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * cache_private.h: the state shared by the files of cache/ and by nothing else.
+ *
+ * Lock order: cache->lock before nothing else; cache_file->lock is never held while
+ * taking cache->lock in the other order (chunk code takes cache->lock only with no
+ * file lock held, or file lock then cache lock: never cache lock then file lock).
+ */
+#ifndef CACHE_PRIVATE_H
+#define CACHE_PRIVATE_H
+
+#include "cache.h"
+
+#include <pthread.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define CACHE_HEX_LEN 64
+
+/* Identity of one blob version in the cache; shared by files and prefetch jobs. */
+struct cache_blob {
+	int refs; /* protected by cache->lock */
+	char *key;
+	char etag[BLOB_ETAG_MAX];
+	uint64_t size;
+	char hex[CACHE_HEX_LEN + 1]; /* SHA-256 of store id, key, etag and chunk size */
+};
+
+enum chunk_state { CHUNK_ABSENT, CHUNK_FETCHING, CHUNK_PRESENT };
+
+/* One chunk the cache knows of: on disk, being fetched, or held by a reader. All
+ * fields are protected by cache->lock. */
+struct cache_chunk {
+	struct cache_chunk *hnext;	/* hash chain */
+	struct cache_chunk *prev, *next; /* LRU list of PRESENT chunks, head = newest */
+	char hex[CACHE_HEX_LEN + 1];
+	uint64_t index;
+	enum chunk_state state;
+	int refs;			/* readers inside chunk code */
+	unsigned gen;			/* fetches finished */
+	int err;			/* how the last fetch failed, or 0 */
+	uint64_t disk_bytes;		/* size of the chunk file when PRESENT */
+	/* The file as last verified: a file with another inode, size or mtime (written
+	 * since) is verified again before it is served. */
+	int verified;
+	ino_t ino;
+	off_t fsize;
+	struct timespec fmtime;
+	time_t touched;			/* last atime update, seconds */
+};
+
+/* One cached listing or record; fields protected by cache->lock. */
+struct cache_meta {
+	struct cache_meta *hnext;
+	char *name;			/* "L" + prefix or "R" + key */
+	int loaded;			/* has a value (or a known absence) */
+	int missing;			/* the store said ENOENT */
+	int fetching;			/* one thread is asking the store */
+	time_t checked;			/* monotonic seconds of the last answer */
+	struct cache_listing *listing;	/* "L": the snapshot (one ref held here) */
+	char *data;			/* "R": the bytes */
+	size_t len;
+};
+
+struct cache_job {
+	struct cache_blob *blob;	/* one ref held by the job */
+	uint64_t index;
+};
+
+#define CACHE_QUEUE_MAX 256
+#define CACHE_MAX_WORKERS 32
+
+struct cache {
+	struct blob_store *store;	/* owned */
+	char *dir;
+	uint64_t max_bytes;
+	uint32_t chunk_size;
+	unsigned ttl, nworkers, readahead;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* a chunk or meta fetch finished */
+	/* protected by lock: */
+	struct cache_chunk **chunks;	/* hash table */
+	size_t nbuckets, nchunks;
+	struct cache_chunk *lru_head, *lru_tail;
+	struct cache_meta **metas;
+	size_t nmeta_buckets, nmetas;
+	struct cache_stats stats;
+	struct cache_job queue[CACHE_QUEUE_MAX];
+	size_t qhead, qlen;
+	int stopping;
+	pthread_cond_t work;		/* the queue has a job, or stopping */
+
+	pthread_t workers[CACHE_MAX_WORKERS];
+	unsigned started;
+};
+
+/* A reader's open blob. */
+struct cache_file {
+	struct cache *cache;
+	struct cache_blob *blob;
+	pthread_mutex_t lock;
+	/* protected by lock: */
+	uint64_t next_off;		/* where a sequential reader reads next */
+	uint64_t window;		/* chunks to prefetch ahead */
+	uint64_t scheduled;		/* chunks below this index were prefetched */
+	int sequential;
+	void *sha;			/* EVP_MD_CTX when a sha256 is to be checked */
+	uint64_t hash_off;		/* bytes hashed in order so far */
+	unsigned char want[32];
+	int hash_state;			/* 0 running, 1 matched, -1 mismatch, 2 given up */
+};
+
+/* crc32c.c */
+uint32_t cache_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* cache.c */
+uint64_t cache_hash_str(const char *s, uint64_t seed);
+time_t cache_now(void);
+void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
+		      char hex[CACHE_HEX_LEN + 1]);
+/* Writes data to path atomically (temp file in dir/tmp, rename). */
+int cache_write_file(struct cache *c, const char *path, const void *data, size_t len);
+
+/* chunk.c */
+int cache_chunks_scan(struct cache *c);
+void cache_chunks_free(struct cache *c);
+void *cache_worker(void *arg);
+void cache_blob_unref(struct cache *c, struct cache_blob *b);
+
+/* meta.c */
+void cache_metas_free(struct cache *c);
+
+#endif

@@ -1,0 +1,854 @@
+/*
+ * chunk.c: file bytes through the cache: the chunk table, fetching, verifying,
+ * eviction and prefetch.
+ *
+ * A chunk is in one of three states (struct cache_chunk, under cache->lock):
+ *   ABSENT   -> the first reader to want it marks it FETCHING and fetches it;
+ *   FETCHING -> other readers wait on cache->cond: one fetch per chunk;
+ *   PRESENT  -> on disk as DIR/chunks/XX/<id>.<n>, in the LRU list.
+ * A chunk file is the data followed by a trailer (magic, CRC32C, length, index, blob
+ * id). It is written in DIR/tmp and renamed into place, so a visible chunk file is
+ * complete unless damaged afterwards; the trailer catches that, and the file is
+ * dropped and fetched again. A file is verified once and again whenever its inode,
+ * size or mtime changes (a write to it changes mtime), so a damaged file is never
+ * served.
+ *
+ * When the chunk cannot be stored (disk full, read-only cache), the fetcher serves
+ * its reader from memory and the chunk stays ABSENT: reads go on from the store.
+ */
+#include "cache_private.h"
+#include "../blob/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHUNK_MAGIC "AFSCHNK1"
+/* Reads this close to where a sequential reader left off still count as in order:
+ * the kernel sends readahead requests in parallel, so they arrive a little shuffled. */
+#define CHUNK_SEQ_SLACK (4ull << 20)
+/* A reader is sequential after this many reads in order; a few faults of an mmap
+ * reader in a row do not make it one. */
+#define CHUNK_SEQ_READS 3
+/* The hash check of a file read in order may read back this much it missed. */
+#define CHUNK_HASH_CATCHUP (64ull << 20)
+
+struct chunk_trailer {
+	char magic[8];
+	uint32_t crc;
+	uint32_t len;
+	uint64_t index;
+	char id[CACHE_HEX_LEN];
+};
+
+/* ---- the table (all under cache->lock) ---- */
+
+static size_t chunk_bucket(const struct cache *c, const char *hex, uint64_t index)
+{
+	return (size_t)(cache_hash_str(hex, index * 0x9E3779B97F4A7C15ull) & (c->nbuckets - 1));
+}
+
+static struct cache_chunk *chunk_find(struct cache *c, const char *hex, uint64_t index)
+{
+	struct cache_chunk *ch = c->chunks[chunk_bucket(c, hex, index)];
+
+	while (ch && (ch->index != index || strcmp(ch->hex, hex) != 0))
+		ch = ch->hnext;
+	return ch;
+}
+
+static void chunk_grow(struct cache *c)
+{
+	size_t n = c->nbuckets * 2;
+	struct cache_chunk **nb = calloc(n, sizeof(*nb));
+	struct cache_chunk **old = c->chunks;
+	size_t oldn = c->nbuckets;
+
+	if (!nb)
+		return; /* longer chains, still correct */
+	c->chunks = nb;
+	c->nbuckets = n;
+	for (size_t i = 0; i < oldn; i++) {
+		while (old[i]) {
+			struct cache_chunk *ch = old[i];
+			size_t b = chunk_bucket(c, ch->hex, ch->index);
+			old[i] = ch->hnext;
+			ch->hnext = nb[b];
+			nb[b] = ch;
+		}
+	}
+	free(old);
+}
+
+static struct cache_chunk *chunk_get(struct cache *c, const char *hex, uint64_t index)
+{
+	struct cache_chunk *ch = chunk_find(c, hex, index);
+	size_t b;
+
+	if (ch)
+		return ch;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return NULL;
+	memcpy(ch->hex, hex, CACHE_HEX_LEN + 1);
+	ch->index = index;
+	ch->state = CHUNK_ABSENT;
+	if (c->nchunks > 2 * c->nbuckets)
+		chunk_grow(c);
+	b = chunk_bucket(c, hex, index);
+	ch->hnext = c->chunks[b];
+	c->chunks[b] = ch;
+	c->nchunks++;
+	return ch;
+}
+
+static void chunk_unhash(struct cache *c, struct cache_chunk *ch)
+{
+	struct cache_chunk **pp = &c->chunks[chunk_bucket(c, ch->hex, ch->index)];
+
+	while (*pp != ch)
+		pp = &(*pp)->hnext;
+	*pp = ch->hnext;
+	c->nchunks--;
+	free(ch);
+}
+
+static void lru_remove(struct cache *c, struct cache_chunk *ch)
+{
+	if (ch->prev)
+		ch->prev->next = ch->next;
+	else
+		c->lru_head = ch->next;
+	if (ch->next)
+		ch->next->prev = ch->prev;
+	else
+		c->lru_tail = ch->prev;
+	ch->prev = ch->next = NULL;
+}
+
+static void lru_push(struct cache *c, struct cache_chunk *ch)
+{
+	ch->prev = NULL;
+	ch->next = c->lru_head;
+	if (c->lru_head)
+		c->lru_head->prev = ch;
+	c->lru_head = ch;
+	if (!c->lru_tail)
+		c->lru_tail = ch;
+}
+
+static void chunk_path(const struct cache *c, const char *hex, uint64_t index, char *path,
+		       size_t size)
+{
+	snprintf(path, size, "%s/chunks/%.2s/%s.%" PRIu64, c->dir, hex, hex, index);
+}
+
+/* PRESENT -> ABSENT: the file is gone or to be removed by the caller. */
+static void chunk_drop(struct cache *c, struct cache_chunk *ch)
+{
+	lru_remove(c, ch);
+	c->stats.disk_bytes -= ch->disk_bytes;
+	c->stats.chunks--;
+	ch->disk_bytes = 0;
+	ch->verified = 0;
+	ch->state = CHUNK_ABSENT;
+}
+
+static void chunk_put(struct cache *c, struct cache_chunk *ch)
+{
+	if (ch->refs == 0 && ch->state == CHUNK_ABSENT)
+		chunk_unhash(c, ch);
+}
+
+/*
+ * Evicts least recently used chunks that no reader holds until the chunk files take
+ * at most limit bytes. The unlink happens under the lock on
+ * purpose: a new fill of the same chunk renames its file to the same path, and must
+ * not be unlinked by a late eviction.
+ */
+static void chunk_evict(struct cache *c, uint64_t limit)
+{
+	struct cache_chunk *ch = c->lru_tail;
+	char path[PATH_MAX];
+
+	while (ch && c->stats.disk_bytes > limit) {
+		struct cache_chunk *prev = ch->prev;
+		if (ch->refs == 0) {
+			chunk_path(c, ch->hex, ch->index, path, sizeof(path));
+			unlink(path);
+			chunk_drop(c, ch);
+			c->stats.evicted++;
+			chunk_put(c, ch);
+		}
+		ch = prev;
+	}
+}
+
+/* ---- chunk files ---- */
+
+static uint64_t chunk_len(const struct cache *c, const struct cache_blob *b, uint64_t index)
+{
+	uint64_t start = index * c->chunk_size;
+	uint64_t left = b->size - start;
+
+	return left < c->chunk_size ? left : c->chunk_size;
+}
+
+static int read_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EBADMSG;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Checks a chunk file against its trailer. -EBADMSG when damaged. */
+static int chunk_verify(int fd, const struct stat *st, const char *hex, uint64_t index,
+			uint64_t len)
+{
+	struct chunk_trailer t;
+	char buf[1 << 16];
+	uint32_t crc = 0;
+	int ret;
+
+	if ((uint64_t)st->st_size != len + sizeof(t))
+		return -EBADMSG;
+	ret = read_full(fd, &t, sizeof(t), (off_t)len);
+	if (ret < 0)
+		return ret;
+	if (memcmp(t.magic, CHUNK_MAGIC, 8) != 0 || t.len != len || t.index != index ||
+	    memcmp(t.id, hex, CACHE_HEX_LEN) != 0)
+		return -EBADMSG;
+	for (uint64_t off = 0; off < len;) {
+		size_t n = len - off < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
+		ret = read_full(fd, buf, n, (off_t)off);
+		if (ret < 0)
+			return ret;
+		crc = cache_crc32c(crc, buf, n);
+		off += n;
+	}
+	return crc == t.crc ? 0 : -EBADMSG;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write(fd, (const char *)buf + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes a fetched chunk into place; fills in the identity of the file written. */
+static int chunk_store(struct cache *c, const char *hex, uint64_t index, const void *data,
+		       uint64_t len, struct stat *st)
+{
+	struct chunk_trailer t;
+	char tmp[PATH_MAX], path[PATH_MAX];
+	int fd, ret;
+
+	memcpy(t.magic, CHUNK_MAGIC, 8);
+	t.crc = cache_crc32c(0, data, len);
+	t.len = (uint32_t)len;
+	t.index = index;
+	memcpy(t.id, hex, CACHE_HEX_LEN);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/chunk.XXXXXX", c->dir);
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		return -errno;
+	ret = write_full(fd, data, len);
+	if (ret == 0)
+		ret = write_full(fd, &t, sizeof(t));
+	if (ret == 0 && fstat(fd, st) < 0)
+		ret = -errno;
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret == 0) {
+		chunk_path(c, hex, index, path, sizeof(path));
+		char *slash = strrchr(path, '/');
+		*slash = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			ret = -errno;
+		*slash = '/';
+		if (ret == 0 && rename(tmp, path) < 0)
+			ret = -errno;
+	}
+	if (ret < 0)
+		unlink(tmp);
+	return ret;
+}
+
+/*
+ * Reads n bytes at coff of a PRESENT chunk's file, verifying the file first unless
+ * it is the one verified before. -EBADMSG or -ENOENT: the file must be fetched again.
+ */
+static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b,
+		       char *dst, uint64_t coff, size_t n)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	uint64_t len = chunk_len(c, b, ch->index);
+	int fd, ret, known;
+	time_t now = time(NULL);
+
+	chunk_path(c, b->hex, ch->index, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	pthread_mutex_lock(&c->lock);
+	known = ch->verified && ch->ino == st.st_ino && ch->fsize == st.st_size &&
+		ch->fmtime.tv_sec == st.st_mtim.tv_sec &&
+		ch->fmtime.tv_nsec == st.st_mtim.tv_nsec;
+	int touch = now - ch->touched > 60;
+	if (touch)
+		ch->touched = now;
+	pthread_mutex_unlock(&c->lock);
+	if (!known) {
+		ret = chunk_verify(fd, &st, b->hex, ch->index, len);
+		if (ret < 0)
+			goto out;
+		pthread_mutex_lock(&c->lock);
+		ch->verified = 1;
+		ch->ino = st.st_ino;
+		ch->fsize = st.st_size;
+		ch->fmtime = st.st_mtim;
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (touch) {
+		/* atime orders the LRU list again after a restart; mtime stays. */
+		struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
+		futimens(fd, ts);
+	}
+	ret = dst ? read_full(fd, dst, n, (off_t)coff) : 0;
+out:
+	close(fd);
+	return ret;
+}
+
+/*
+ * Makes chunk index of b present and copies n bytes at coff of it into dst (dst NULL:
+ * only make it present, for prefetch). Returns 0 or -errno.
+ */
+static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
+			uint64_t coff, size_t n)
+{
+	uint64_t len = chunk_len(c, b, index);
+	struct cache_chunk *ch;
+	int ret = 0, damaged = 0;
+
+	pthread_mutex_lock(&c->lock);
+	ch = chunk_get(c, b->hex, index);
+	if (!ch) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
+	ch->refs++;
+	for (;;) {
+		if (ch->state == CHUNK_FETCHING) {
+			/* a reader that waited on a fetch shares its failure rather than
+			 * asking the failing store once more itself */
+			unsigned gen = ch->gen;
+			while (ch->state == CHUNK_FETCHING)
+				pthread_cond_wait(&c->cond, &c->lock);
+			if (ch->state == CHUNK_ABSENT && ch->gen != gen && ch->err) {
+				ret = ch->err;
+				break;
+			}
+			continue;
+		}
+		if (ch->state == CHUNK_PRESENT) {
+			lru_remove(c, ch);
+			lru_push(c, ch);
+			if (!dst)
+				break;
+			pthread_mutex_unlock(&c->lock);
+			ret = chunk_pread(c, ch, b, dst, coff, n);
+			pthread_mutex_lock(&c->lock);
+			if (ret != -EBADMSG && ret != -ENOENT)
+				break;
+			/* damaged or removed behind our back: fetch it again */
+			if (ch->state == CHUNK_PRESENT) {
+				char path[PATH_MAX];
+				chunk_path(c, b->hex, index, path, sizeof(path));
+				if (ret == -EBADMSG) {
+					LOG_WARN("cache chunk %s is damaged; fetching it again",
+						 path);
+					unlink(path);
+					c->stats.damaged++;
+				}
+				chunk_drop(c, ch);
+			}
+			if (++damaged > 3) {
+				ret = -EIO;
+				break;
+			}
+			continue;
+		}
+		/* ABSENT: this thread fetches it */
+		ch->state = CHUNK_FETCHING;
+		pthread_mutex_unlock(&c->lock);
+
+		struct stat st;
+		char *buf = malloc(len ? len : 1);
+		ssize_t got = buf ? blob_read(c->store, b->key, b->etag, index * c->chunk_size,
+					      len, buf)
+				  : -ENOMEM;
+		int stored = -1;
+		if (got >= 0 && (uint64_t)got != len)
+			got = -ESTALE; /* the blob is shorter than its version said */
+		if (got >= 0) {
+			if (dst)
+				memcpy(dst, buf + coff, n);
+			stored = chunk_store(c, b->hex, index, buf, len, &st);
+			if (stored == -ENOSPC) {
+				pthread_mutex_lock(&c->lock);
+				/* the cache folder's filesystem is full: make room
+				 * for this chunk by dropping old ones, then retry */
+				uint64_t need = len + sizeof(struct chunk_trailer);
+				chunk_evict(c, c->stats.disk_bytes > need ?
+						       c->stats.disk_bytes - need : 0);
+				pthread_mutex_unlock(&c->lock);
+				stored = chunk_store(c, b->hex, index, buf, len, &st);
+			}
+			if (stored < 0)
+				LOG_INFO("cannot keep chunk %" PRIu64 " of %s in the cache (%s); "
+					 "serving it from memory", index, b->key,
+					 strerror(-stored));
+		}
+		free(buf);
+
+		pthread_mutex_lock(&c->lock);
+		if (got >= 0) {
+			c->stats.fetches++;
+			c->stats.fetched_bytes += len;
+		}
+		if (got >= 0 && stored == 0) {
+			ch->state = CHUNK_PRESENT;
+			ch->disk_bytes = (uint64_t)st.st_size;
+			ch->verified = 1;
+			ch->ino = st.st_ino;
+			ch->fsize = st.st_size;
+			ch->fmtime = st.st_mtim;
+			ch->touched = time(NULL);
+			lru_push(c, ch);
+			c->stats.disk_bytes += ch->disk_bytes;
+			c->stats.chunks++;
+			chunk_evict(c, c->max_bytes);
+		} else {
+			ch->state = CHUNK_ABSENT;
+		}
+		ch->err = got < 0 ? (int)got : 0;
+		ch->gen++;
+		pthread_cond_broadcast(&c->cond);
+		ret = got < 0 ? (int)got : 0;
+		break;
+	}
+	ch->refs--;
+	chunk_put(c, ch);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+/* ---- start-up scan ---- */
+
+struct scanned {
+	char hex[CACHE_HEX_LEN + 1];
+	uint64_t index, size;
+	struct timespec atime;
+};
+
+static int scanned_cmp(const void *a, const void *b)
+{
+	const struct scanned *x = a, *y = b;
+
+	if (x->atime.tv_sec != y->atime.tv_sec)
+		return x->atime.tv_sec < y->atime.tv_sec ? -1 : 1;
+	return (x->atime.tv_nsec > y->atime.tv_nsec) - (x->atime.tv_nsec < y->atime.tv_nsec);
+}
+
+static int name_parse(const char *name, char *hex, uint64_t *index)
+{
+	char *end;
+
+	for (int i = 0; i < CACHE_HEX_LEN; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return -1;
+	if (name[CACHE_HEX_LEN] != '.' || name[CACHE_HEX_LEN + 1] < '0' ||
+	    name[CACHE_HEX_LEN + 1] > '9')
+		return -1;
+	errno = 0;
+	*index = strtoull(name + CACHE_HEX_LEN + 1, &end, 10);
+	if (*end || errno)
+		return -1;
+	memcpy(hex, name, CACHE_HEX_LEN);
+	hex[CACHE_HEX_LEN] = '\0';
+	return 0;
+}
+
+int cache_chunks_scan(struct cache *c)
+{
+	struct scanned *all = NULL;
+	size_t n = 0, cap = 0;
+	char path[PATH_MAX];
+	DIR *top, *d;
+	struct dirent *e, *f;
+	int ret = 0;
+
+	snprintf(path, sizeof(path), "%s/chunks", c->dir);
+	top = opendir(path);
+	if (!top)
+		return -errno;
+	while (ret == 0 && (e = readdir(top))) {
+		if (e->d_name[0] == '.')
+			continue;
+		int sfd = openat(dirfd(top), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (sfd < 0 || !(d = fdopendir(sfd))) {
+			if (sfd >= 0)
+				close(sfd);
+			continue;
+		}
+		while ((f = readdir(d))) {
+			struct scanned s;
+			struct stat st;
+			if (f->d_name[0] == '.')
+				continue;
+			if (name_parse(f->d_name, s.hex, &s.index) < 0 ||
+			    fstatat(dirfd(d), f->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    !S_ISREG(st.st_mode)) {
+				LOG_INFO("removing stray file %s/%s from the cache", e->d_name,
+					 f->d_name);
+				unlinkat(dirfd(d), f->d_name, 0);
+				continue;
+			}
+			if (n == cap) {
+				cap = cap ? cap * 2 : 256;
+				struct scanned *na = realloc(all, cap * sizeof(*all));
+				if (!na) {
+					ret = -ENOMEM;
+					break;
+				}
+				all = na;
+			}
+			s.size = (uint64_t)st.st_size;
+			s.atime = st.st_atim;
+			all[n++] = s;
+		}
+		closedir(d);
+	}
+	closedir(top);
+	if (ret == 0 && n > 1)
+		qsort(all, n, sizeof(*all), scanned_cmp);
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		struct cache_chunk *ch = chunk_get(c, all[i].hex, all[i].index);
+		if (!ch) {
+			ret = -ENOMEM;
+			break;
+		}
+		ch->state = CHUNK_PRESENT;
+		ch->disk_bytes = all[i].size;
+		ch->touched = all[i].atime.tv_sec;
+		lru_push(c, ch); /* oldest first, so the newest ends at the head */
+		c->stats.disk_bytes += all[i].size;
+		c->stats.chunks++;
+	}
+	if (ret == 0)
+		chunk_evict(c, c->max_bytes);
+	pthread_mutex_unlock(&c->lock);
+	free(all);
+	return ret;
+}
+
+void cache_chunks_free(struct cache *c)
+{
+	for (size_t i = 0; i < c->nbuckets; i++) {
+		while (c->chunks[i]) {
+			struct cache_chunk *ch = c->chunks[i];
+			c->chunks[i] = ch->hnext;
+			free(ch);
+		}
+	}
+	free(c->chunks);
+	c->chunks = NULL;
+}
+
+/* ---- blobs, files and prefetch ---- */
+
+void cache_blob_unref(struct cache *c, struct cache_blob *b)
+{
+	int last;
+
+	pthread_mutex_lock(&c->lock);
+	last = --b->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last) {
+		free(b->key);
+		free(b);
+	}
+}
+
+void *cache_worker(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		if (c->qlen == 0) {
+			pthread_cond_wait(&c->work, &c->lock);
+			continue;
+		}
+		struct cache_job job = c->queue[c->qhead];
+		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
+		c->qlen--;
+		pthread_mutex_unlock(&c->lock);
+		int ret = chunk_access(c, job.blob, job.index, NULL, 0, 0);
+		if (ret < 0)
+			LOG_DEBUG("prefetch of chunk %" PRIu64 " of %s failed: %s", job.index,
+				  job.blob->key, strerror(-ret));
+		cache_blob_unref(c, job.blob);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t size,
+		    const char *sha256, struct cache_file **out)
+{
+	struct cache_file *f = calloc(1, sizeof(*f));
+	struct cache_blob *b = calloc(1, sizeof(*b));
+	char cs[32];
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	if (!f || !b || !(b->key = strdup(key)))
+		goto fail;
+	snprintf(b->etag, sizeof(b->etag), "%s", etag);
+	snprintf(cs, sizeof(cs), "%u", c->chunk_size);
+	const void *parts[] = { c->store->id, key, etag, cs };
+	const size_t lens[] = { strlen(c->store->id), strlen(key), strlen(etag), strlen(cs) };
+	cache_sha256_hex(parts, lens, 4, b->hex);
+	b->size = size;
+	b->refs = 1;
+	f->cache = c;
+	f->blob = b;
+	f->window = 1;
+	pthread_mutex_init(&f->lock, NULL);
+	if (sha256 && strlen(sha256) == 64) {
+		int ok = 1;
+		for (int i = 0; i < 32 && ok; i++) {
+			int hi = hex_digit(sha256[2 * i]), lo = hex_digit(sha256[2 * i + 1]);
+			ok = hi >= 0 && lo >= 0;
+			f->want[i] = (unsigned char)(hi << 4 | lo);
+		}
+		if (ok && size > 0) {
+			f->sha = EVP_MD_CTX_new();
+			if (!f->sha || !EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL)) {
+				EVP_MD_CTX_free(f->sha);
+				pthread_mutex_destroy(&f->lock);
+				goto fail;
+			}
+		}
+	}
+	*out = f;
+	return 0;
+fail:
+	if (b)
+		free(b->key);
+	free(b);
+	free(f);
+	return ret;
+}
+
+/* Decides what to prefetch for a read of [off, off+len) and queues it. */
+static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
+{
+	struct cache *c = f->cache;
+	struct cache_blob *b = f->blob;
+	uint64_t nchunks = (b->size + c->chunk_size - 1) / c->chunk_size;
+	uint64_t last = (off + len - 1) / c->chunk_size, from, to;
+	int seq;
+
+	if (c->readahead == 0 || c->nworkers == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	seq = off + CHUNK_SEQ_SLACK >= f->next_off && off <= f->next_off + CHUNK_SEQ_SLACK;
+	if (!seq) {
+		f->sequential = 0;
+		f->window = 1;
+		f->scheduled = 0;
+		f->next_off = off + len;
+		pthread_mutex_unlock(&f->lock);
+		return;
+	}
+	if (off + len > f->next_off)
+		f->next_off = off + len;
+	if (++f->sequential < CHUNK_SEQ_READS) {
+		pthread_mutex_unlock(&f->lock);
+		return;
+	}
+	from = f->scheduled > last + 1 ? f->scheduled : last + 1;
+	to = last + f->window;
+	if (to >= nchunks)
+		to = nchunks - 1;
+	if (from <= to) {
+		f->scheduled = to + 1;
+		/* the window doubles each time the reader needs more, up to readahead */
+		if (f->window < c->readahead)
+			f->window = f->window * 2 > c->readahead ? c->readahead : f->window * 2;
+	}
+	pthread_mutex_unlock(&f->lock);
+
+	pthread_mutex_lock(&c->lock);
+	for (uint64_t i = from; i <= to && c->qlen < CACHE_QUEUE_MAX; i++) {
+		struct cache_chunk *ch = chunk_find(c, b->hex, i);
+		if (ch && ch->state != CHUNK_ABSENT)
+			continue;
+		struct cache_job *j = &c->queue[(c->qhead + c->qlen) % CACHE_QUEUE_MAX];
+		j->blob = b;
+		j->index = i;
+		b->refs++;
+		c->qlen++;
+		pthread_cond_signal(&c->work);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Bytes of the blob read back (for the hash check) without going through prefetch. */
+static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t off)
+{
+	struct cache *c = f->cache;
+	size_t done = 0;
+
+	while (done < len) {
+		uint64_t pos = off + done;
+		uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
+		size_t n = c->chunk_size - coff;
+		if (n > len - done)
+			n = len - done;
+		int ret = chunk_access(c, f->blob, index, buf + done, coff, n);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return 0;
+}
+
+/*
+ * Extends the in-order hash with [off, off+n) and, at the end of the blob, compares.
+ * Called with f->lock held. Returns -EIO on a mismatch (then and for every later read).
+ */
+static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t off)
+{
+	uint64_t size = f->blob->size;
+	int ret = 0;
+
+	if (f->hash_state != 0)
+		return f->hash_state < 0 ? -EIO : 0;
+	if (off <= f->hash_off && off + n > f->hash_off) {
+		EVP_DigestUpdate(f->sha, buf + (f->hash_off - off), off + n - f->hash_off);
+		f->hash_off = off + n;
+	}
+	if (off + n == size && f->hash_off < size && f->hash_off > 0 &&
+	    size - f->hash_off <= CHUNK_HASH_CATCHUP) {
+		/* the reader reached the end in order but for a few shuffled reads: read
+		 * back what the hash missed (from the cache, where it just went) */
+		size_t gap = (size_t)(size - f->hash_off);
+		char *tmp = malloc(gap);
+		if (tmp && file_read_raw(f, tmp, gap, f->hash_off) == 0) {
+			EVP_DigestUpdate(f->sha, tmp, gap);
+			f->hash_off = size;
+		}
+		free(tmp);
+	}
+	if (f->hash_off == size) {
+		unsigned char md[32];
+		unsigned int mdlen = 0;
+		EVP_DigestFinal_ex(f->sha, md, &mdlen);
+		if (memcmp(md, f->want, 32) == 0) {
+			f->hash_state = 1;
+		} else {
+			f->hash_state = -1;
+			LOG_ERROR("%s: the bytes read do not match the registered sha256",
+				  f->blob->key);
+			ret = -EIO;
+		}
+	}
+	return ret;
+}
+
+ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t off)
+{
+	struct cache *c = f->cache;
+	uint64_t size = f->blob->size;
+	int ret;
+
+	if (off >= size || len == 0)
+		return 0;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	if (f->sha) {
+		pthread_mutex_lock(&f->lock);
+		ret = f->hash_state < 0 ? -EIO : 0;
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			return ret;
+	}
+	file_prefetch(f, off, len);
+	ret = file_read_raw(f, buf, len, off);
+	if (ret < 0)
+		return ret;
+	if (f->sha) {
+		pthread_mutex_lock(&f->lock);
+		ret = file_hash(f, buf, len, off);
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			return ret;
+	}
+	(void)c;
+	return (ssize_t)len;
+}
+
+void cache_file_close(struct cache_file *f)
+{
+	if (!f)
+		return;
+	if (f->sha)
+		EVP_MD_CTX_free(f->sha);
+	cache_blob_unref(f->cache, f->blob);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}

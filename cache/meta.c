@@ -1,0 +1,430 @@
+/*
+ * meta.c: listings and small records through the cache.
+ *
+ * Each is kept in memory (struct cache_meta) and, after every answer of the store,
+ * on disk (DIR/meta/XX/<id>). The store is asked again once the TTL has passed
+ * (immutable records: never, once seen); one thread asks while the others wait for
+ * its answer. When the store fails, the last copy (memory, else disk) is served, so
+ * a mount whose store is unreachable still shows what it showed before; the failed
+ * copy then counts as fresh for another TTL so an unreachable store is not asked on
+ * every lookup.
+ */
+#include "cache_private.h"
+#include "../blob/log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Largest record read whole: registry records and alias tables are small. */
+#define META_RECORD_MAX (16u << 20)
+
+static struct cache_meta *meta_get(struct cache *c, const char *name)
+{
+	size_t b = cache_hash_str(name, 0) & (c->nmeta_buckets - 1);
+	struct cache_meta *m = c->metas[b];
+
+	while (m && strcmp(m->name, name) != 0)
+		m = m->hnext;
+	if (m)
+		return m;
+	m = calloc(1, sizeof(*m));
+	if (!m || !(m->name = strdup(name))) {
+		free(m);
+		return NULL;
+	}
+	m->hnext = c->metas[b];
+	c->metas[b] = m;
+	c->nmetas++;
+	return m;
+}
+
+static void meta_path(struct cache *c, const char *name, char *path, size_t size)
+{
+	char hex[CACHE_HEX_LEN + 1];
+	const void *parts[] = { c->store->id, name };
+	const size_t lens[] = { strlen(c->store->id), strlen(name) };
+
+	cache_sha256_hex(parts, lens, 2, hex);
+	snprintf(path, size, "%s/meta/%.2s/%s", c->dir, hex, hex);
+}
+
+static int read_file(const char *path, char **data, size_t *len)
+{
+	struct stat st;
+	char *buf = NULL;
+	int fd, ret = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || st.st_size > META_RECORD_MAX * 8) {
+		ret = -EIO;
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	size_t done = 0;
+	while (done < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + done, (size_t)st.st_size - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = -EIO;
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	buf[done] = '\0';
+	*data = buf;
+	*len = done;
+	buf = NULL;
+out:
+	free(buf);
+	close(fd);
+	return ret;
+}
+
+/* ---- listings on disk: {"missing":false,"entries":[[name,dir,size,sec,nsec,etag]]} */
+
+static int listing_save(struct cache *c, const char *name, const struct blob_list *l,
+			int missing)
+{
+	cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+	char path[PATH_MAX], *text = NULL;
+	int ret = -ENOMEM;
+
+	if (!root || !arr)
+		goto out;
+	cJSON_AddItemToObject(root, "entries", arr);
+	if (!cJSON_AddBoolToObject(root, "missing", missing))
+		goto out;
+	for (size_t i = 0; i < l->count; i++) {
+		const struct blob_entry *e = &l->entries[i];
+		cJSON *row = cJSON_CreateArray();
+		if (!row)
+			goto out;
+		cJSON_AddItemToArray(arr, row);
+		cJSON_AddItemToArray(row, cJSON_CreateString(e->name));
+		cJSON_AddItemToArray(row, cJSON_CreateNumber(e->is_dir));
+		cJSON_AddItemToArray(row, cJSON_CreateNumber((double)e->size));
+		cJSON_AddItemToArray(row, cJSON_CreateNumber((double)e->mtime.tv_sec));
+		cJSON_AddItemToArray(row, cJSON_CreateNumber((double)e->mtime.tv_nsec));
+		cJSON_AddItemToArray(row, cJSON_CreateString(e->etag));
+	}
+	text = cJSON_PrintUnformatted(root);
+	if (!text)
+		goto out;
+	meta_path(c, name, path, sizeof(path));
+	ret = cache_write_file(c, path, text, strlen(text));
+out:
+	cJSON_free(text);
+	cJSON_Delete(root);
+	return ret;
+}
+
+static int listing_load(struct cache *c, const char *name, struct blob_list *l, int *missing)
+{
+	char path[PATH_MAX], *text = NULL;
+	cJSON *root = NULL, *arr, *row;
+	size_t len;
+	int ret;
+
+	meta_path(c, name, path, sizeof(path));
+	ret = read_file(path, &text, &len);
+	if (ret < 0)
+		goto out;
+	root = cJSON_ParseWithLength(text, len);
+	arr = cJSON_GetObjectItemCaseSensitive(root, "entries");
+	if (!root || !cJSON_IsArray(arr)) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	*missing = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "missing"));
+	cJSON_ArrayForEach(row, arr)
+	{
+		cJSON *f[6];
+		struct blob_entry e = { 0 };
+		for (int i = 0; i < 6; i++)
+			f[i] = cJSON_GetArrayItem(row, i);
+		if (!cJSON_IsString(f[0]) || !cJSON_IsNumber(f[1]) || !cJSON_IsNumber(f[2]) ||
+		    !cJSON_IsNumber(f[3]) || !cJSON_IsNumber(f[4]) || !cJSON_IsString(f[5]) ||
+		    strlen(f[5]->valuestring) >= BLOB_ETAG_MAX) {
+			ret = -EBADMSG;
+			goto out;
+		}
+		e.name = f[0]->valuestring;
+		e.is_dir = f[1]->valueint != 0;
+		e.size = (uint64_t)f[2]->valuedouble;
+		e.mtime.tv_sec = (time_t)f[3]->valuedouble;
+		e.mtime.tv_nsec = (long)f[4]->valuedouble;
+		snprintf(e.etag, sizeof(e.etag), "%s", f[5]->valuestring);
+		ret = blob_list_add(l, &e);
+		if (ret < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	cJSON_Delete(root);
+	free(text);
+	return ret;
+}
+
+static struct cache_listing *listing_new(struct cache *c, struct blob_list *l)
+{
+	struct cache_listing *cl = calloc(1, sizeof(*cl));
+
+	if (!cl)
+		return NULL;
+	cl->list = *l; /* takes the entries */
+	blob_list_init(l);
+	cl->refs = 1;
+	cl->cache = c;
+	return cl;
+}
+
+/* Drops one reference; called with c->lock held. */
+static void listing_unref_locked(struct cache_listing *cl)
+{
+	if (cl && --cl->refs == 0) {
+		blob_list_release(&cl->list);
+		free(cl);
+	}
+}
+
+void cache_listing_unref(struct cache_listing *cl)
+{
+	if (!cl)
+		return;
+	struct cache *c = cl->cache;
+	pthread_mutex_lock(&c->lock);
+	listing_unref_locked(cl);
+	pthread_mutex_unlock(&c->lock);
+}
+
+const struct blob_entry *cache_listing_find(const struct cache_listing *cl, const char *name)
+{
+	size_t lo = 0, hi = cl->list.count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(cl->list.entries[mid].name, name);
+		if (cmp == 0)
+			return &cl->list.entries[mid];
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Waits while another thread asks the store about m; returns with c->lock held. */
+static void meta_wait(struct cache *c, struct cache_meta *m)
+{
+	while (m->fetching)
+		pthread_cond_wait(&c->cond, &c->lock);
+}
+
+int cache_list(struct cache *c, const char *prefix, struct cache_listing **out)
+{
+	struct blob_list l;
+	struct cache_meta *m;
+	char name[PATH_MAX + 2];
+	int ret, missing = 0;
+
+	*out = NULL;
+	if ((size_t)snprintf(name, sizeof(name), "L%s", prefix) >= sizeof(name))
+		return -ENAMETOOLONG;
+	blob_list_init(&l);
+	pthread_mutex_lock(&c->lock);
+	m = meta_get(c, name);
+	if (!m) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	meta_wait(c, m);
+	if (m->loaded && cache_now() - m->checked < (time_t)c->ttl)
+		goto answer;
+	m->fetching = 1;
+	pthread_mutex_unlock(&c->lock);
+
+	ret = blob_list(c->store, prefix, &l);
+	if (ret == 0 || ret == -ENOENT) {
+		missing = ret == -ENOENT;
+		if (missing)
+			blob_list_release(&l);
+		blob_list_clean(&l, prefix);
+		if (listing_save(c, name, &l, missing) < 0)
+			LOG_DEBUG("cannot keep the listing of '%s' on disk", prefix);
+	} else {
+		int err = ret;
+		blob_list_release(&l);
+		pthread_mutex_lock(&c->lock);
+		int have = m->loaded;
+		pthread_mutex_unlock(&c->lock);
+		if (!have && listing_load(c, name, &l, &missing) == 0) {
+			blob_list_clean(&l, prefix);
+			LOG_INFO("store failing (%s); serving the cached listing of '%s'",
+				 strerror(-err), prefix);
+			ret = 0;
+		} else if (have) {
+			LOG_INFO("store failing (%s); serving the cached listing of '%s'",
+				 strerror(-err), prefix);
+			pthread_mutex_lock(&c->lock);
+			m->checked = cache_now();
+			m->fetching = 0;
+			pthread_cond_broadcast(&c->cond);
+			goto answer;
+		} else {
+			blob_list_release(&l);
+		}
+	}
+
+	pthread_mutex_lock(&c->lock);
+	m->fetching = 0;
+	pthread_cond_broadcast(&c->cond);
+	if (ret < 0 && ret != -ENOENT)
+		goto out;
+	struct cache_listing *cl = listing_new(c, &l);
+	if (!cl) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	listing_unref_locked(m->listing);
+	m->listing = cl;
+	m->missing = missing;
+	m->loaded = 1;
+	m->checked = cache_now();
+answer:
+	if (m->missing) {
+		ret = -ENOENT;
+	} else {
+		m->listing->refs++;
+		*out = m->listing;
+		ret = 0;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	blob_list_release(&l);
+	return ret;
+}
+
+void cache_forget_listing(struct cache *c, const char *prefix)
+{
+	char name[PATH_MAX + 2];
+
+	snprintf(name, sizeof(name), "L%s", prefix);
+	pthread_mutex_lock(&c->lock);
+	struct cache_meta *m = meta_get(c, name);
+	if (m)
+		m->checked = 0;
+	pthread_mutex_unlock(&c->lock);
+}
+
+int cache_record(struct cache *c, const char *key, int immutable, char **data, size_t *len)
+{
+	char name[PATH_MAX + 2], path[PATH_MAX], etag[BLOB_ETAG_MAX];
+	struct cache_meta *m;
+	char *got = NULL;
+	size_t glen = 0;
+	int ret, have;
+
+	*data = NULL;
+	*len = 0;
+	if ((size_t)snprintf(name, sizeof(name), "R%s", key) >= sizeof(name))
+		return -ENAMETOOLONG;
+	meta_path(c, name, path, sizeof(path));
+	pthread_mutex_lock(&c->lock);
+	m = meta_get(c, name);
+	if (!m) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	meta_wait(c, m);
+	if (m->loaded && (immutable || cache_now() - m->checked < (time_t)c->ttl))
+		goto answer;
+	have = m->loaded;
+	m->fetching = 1;
+	pthread_mutex_unlock(&c->lock);
+
+	/* an immutable record on disk is as good as the store's */
+	ret = -ENOENT;
+	if (immutable && !have)
+		ret = read_file(path, &got, &glen);
+	if (ret < 0) {
+		ret = blob_get(c->store, key, META_RECORD_MAX, &got, &glen, etag);
+		if (ret == 0) {
+			if (cache_write_file(c, path, got, glen) < 0)
+				LOG_DEBUG("cannot keep record '%s' on disk", key);
+		} else if (ret == -ENOENT) {
+			unlink(path);
+		} else if (!have && read_file(path, &got, &glen) == 0) {
+			LOG_INFO("store failing (%s); serving the cached copy of '%s'",
+				 strerror(-ret), key);
+			ret = 0;
+		} else if (have) {
+			LOG_INFO("store failing (%s); serving the cached copy of '%s'",
+				 strerror(-ret), key);
+			ret = 1; /* keep what memory has */
+		}
+	}
+
+	pthread_mutex_lock(&c->lock);
+	m->fetching = 0;
+	pthread_cond_broadcast(&c->cond);
+	if (ret < 0 && ret != -ENOENT)
+		goto out;
+	if (ret != 1) {
+		free(m->data);
+		m->data = got;
+		m->len = glen;
+		got = NULL;
+		m->missing = ret == -ENOENT;
+	}
+	m->loaded = 1;
+	m->checked = cache_now();
+answer:
+	if (m->missing) {
+		ret = -ENOENT;
+	} else {
+		*data = malloc(m->len + 1);
+		if (!*data) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		memcpy(*data, m->data, m->len);
+		(*data)[m->len] = '\0';
+		*len = m->len;
+		ret = 0;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	free(got);
+	return ret;
+}
+
+void cache_metas_free(struct cache *c)
+{
+	for (size_t i = 0; i < c->nmeta_buckets; i++) {
+		while (c->metas[i]) {
+			struct cache_meta *m = c->metas[i];
+			c->metas[i] = m->hnext;
+			listing_unref_locked(m->listing);
+			free(m->data);
+			free(m->name);
+			free(m);
+		}
+	}
+	free(c->metas);
+	c->metas = NULL;
+}

@@ -1,0 +1,79 @@
+/*
+ * fs.h: the tree artifactfs shows, and the mount. The one public header of fs/.
+ *
+ *   /runs/<experiment>/<run>/...   the store's runs/ prefix as stored
+ *   /models/<name>/<version>/...   the frozen file set of a registered version
+ *   /models/<name>/latest          symlink to the highest version
+ *   /models/<name>/<alias>         symlink to the alias's version
+ *
+ * The tree is computed from the cache's listings and records on every lookup; it
+ * keeps only parsed registry records (immutable, kept until unmount) and each
+ * model's alias table (refreshed after the TTL).
+ *
+ * Threads: all functions are thread-safe. fs->lock guards the model table and is
+ * never held across cache or store I/O.
+ */
+#ifndef FS_FS_H
+#define FS_FS_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "../blob/blob.h"
+#include "../cache/cache.h"
+
+enum fs_kind {
+	FS_DIR,		/* root, runs/..., models, a model, a version or a folder in one */
+	FS_FILE,	/* a blob */
+	FS_LINK,	/* latest or an alias */
+};
+
+struct fs_node {
+	enum fs_kind kind;
+	int immutable;			/* a registered version's file: pinned for good */
+	uint64_t size;
+	struct timespec mtime;
+	char key[PATH_MAX];		/* files: the store key */
+	char etag[BLOB_ETAG_MAX];	/* files: the version served */
+	char sha256[65];		/* registered files: "" when unknown */
+	char target[32];		/* links: the version it points at */
+};
+
+struct fs_model;
+
+struct fs {
+	struct cache *cache;		/* owned */
+	unsigned ttl;
+	uid_t uid;
+	gid_t gid;
+	struct timespec started;
+	pthread_mutex_t lock;
+	struct fs_model *models;	/* protected by lock */
+	time_t err_logged;		/* protected by lock: last store failure logged */
+	unsigned err_quiet;		/* protected by lock: failures not logged since */
+};
+
+/* Takes over cache (fs_destroy frees it). */
+int fs_create(struct cache *cache, unsigned ttl, struct fs **out);
+void fs_destroy(struct fs *fs);
+
+/* Resolves an absolute path of the tree. -ENOENT, -ENOTDIR, or -EIO/-EACCES when the
+ * store fails and nothing is cached. */
+int fs_resolve(struct fs *fs, const char *path, struct fs_node *out);
+
+/* Calls fill for every child of the folder at path, with its node; stops early when
+ * fill returns non-zero. -ENOTDIR for a file. */
+typedef int (*fs_fill_fn)(void *ctx, const char *name, const struct fs_node *node);
+int fs_list(struct fs *fs, const char *path, fs_fill_fn fill, void *ctx);
+
+/* The stat of a node as the mount shows it. Cannot fail. */
+void fs_node_stat(const struct fs *fs, const struct fs_node *n, struct stat *st);
+
+/* The command line: artifactfs mount|register|alias ... Returns the exit status. */
+int fs_main(int argc, char **argv);
+/* artifactfs mount STORE MOUNTPOINT [options]; argv[0] is "mount". */
+int fs_mount_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,22 @@
+/*
+ * fs_private.h: what the files of fs/ share beyond fs.h.
+ */
+#ifndef FS_PRIVATE_H
+#define FS_PRIVATE_H
+
+#include "fs.h"
+
+/* Maps an error of the layers below to what a FUSE request answers, logging store
+ * failures (EIO, EACCES) in one line, at most once every few seconds. */
+int fs_errno(struct fs *fs, int err, const char *path);
+
+/* Pins a runs/ file to the etag the store has now (the cached one when the store
+ * cannot be asked); updates size, etag and mtime in n. */
+int fs_pin_run_file(struct fs *fs, struct fs_node *n);
+
+/* Logs that an open file's blob is no longer at etag, naming both etags. */
+void fs_log_changed(struct fs *fs, const char *path, int immutable, const char *etag);
+
+extern const struct fuse_operations fs_ops;
+
+#endif

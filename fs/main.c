@@ -1,0 +1,504 @@
+/*
+ * main.c: the command line.
+ *
+ *   artifactfs mount STORE MOUNTPOINT [options]
+ *   artifactfs register STORE NAME SOURCE [--alias A]... [--description T] [--tag K=V]...
+ *   artifactfs alias STORE NAME ALIAS VERSION | --delete
+ *   artifactfs --help | --version
+ *
+ * Every mistake of the user (bad STORE, missing store, bad name, unknown option) is
+ * answered with one line on stderr and exit status 2.
+ */
+#define FUSE_USE_VERSION 312
+#include <fuse.h>
+
+#include "fs.h"
+#include "fs_private.h"
+#include "registry.h"
+#include "../blob/log.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ARTIFACTFS_VERSION "0.1.0"
+#define EXIT_USAGE 2
+
+static const char usage[] =
+	"usage: artifactfs mount STORE MOUNTPOINT [options]\n"
+	"       artifactfs register STORE NAME SOURCE [--alias A]... [--description T] "
+	"[--tag K=V]...\n"
+	"       artifactfs alias STORE NAME ALIAS VERSION\n"
+	"       artifactfs alias STORE NAME ALIAS --delete\n"
+	"       artifactfs --help | --version\n"
+	"\n"
+	"Mounts the training runs and registered models of a blob store as one read-through\n"
+	"cached tree: MOUNT/runs/<experiment>/<run>/..., MOUNT/models/<name>/<version>/...,\n"
+	"MOUNT/models/<name>/latest and one symlink per alias. Unmount with fusermount3 -u.\n"
+	"\n"
+	"STORE: file:///abs/path (a local folder)\n"
+	"\n"
+	"mount options (also as -o name=value, e.g. -o cache_size=20G):\n"
+	"  --cache-dir DIR     chunk cache folder (default /var/cache/artifactfs for root,\n"
+	"                      else $XDG_CACHE_HOME/artifactfs)\n"
+	"  --cache-size SIZE   bound on the cache, e.g. 20G (default 20G)\n"
+	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
+	"  -f                  stay in the foreground (log to stderr)\n"
+	"  -d                  debug log (implies -f)\n"
+	"  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n";
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "artifactfs: %s\n", msg);
+	return EXIT_USAGE;
+}
+
+/* Parses a size such as 20G, 512M, 1048576 (binary units). -1 when malformed. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	int shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (shift && *end == 'i')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int open_store(const char *url, struct blob_store **s)
+{
+	char err[512];
+	int ret = blob_open(url, s, err, sizeof(err));
+
+	if (ret == 0 && (ret = blob_check(*s, err, sizeof(err))) < 0) {
+		blob_destroy(*s);
+		*s = NULL;
+	}
+	if (ret < 0)
+		fail("%s", err);
+	return ret;
+}
+
+/* ---- mount ---- */
+
+struct mount_opts {
+	char *cache_dir;
+	char *cache_size;
+	char *ttl;
+	char *chunk_size;
+	char *stores[3];
+	int nstores;
+	int foreground;
+	int debug;
+	int bad;
+};
+
+enum { KEY_FG, KEY_DEBUG, KEY_HELP };
+
+#define MOPT(names, field)                                                   \
+	{ "--" names "=%s", offsetof(struct mount_opts, field), 0 },          \
+	{ "--" names " %s", offsetof(struct mount_opts, field), 0 }
+
+static const struct fuse_opt mount_spec[] = {
+	MOPT("cache-dir", cache_dir),
+	MOPT("cache-size", cache_size),
+	MOPT("ttl", ttl),
+	MOPT("chunk-size", chunk_size),
+	{ "cache_dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
+	{ "cache-dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
+	{ "cache_size=%s", offsetof(struct mount_opts, cache_size), 0 },
+	{ "cache-size=%s", offsetof(struct mount_opts, cache_size), 0 },
+	{ "ttl=%s", offsetof(struct mount_opts, ttl), 0 },
+	{ "chunk_size=%s", offsetof(struct mount_opts, chunk_size), 0 },
+	FUSE_OPT_KEY("-f", KEY_FG),
+	FUSE_OPT_KEY("--foreground", KEY_FG),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_END
+};
+
+static int mount_opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
+{
+	struct mount_opts *o = data;
+
+	(void)out;
+	switch (key) {
+	case KEY_FG:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->debug = 1;
+		o->foreground = 1;
+		return 0;
+	case KEY_HELP:
+		fputs(usage, stdout);
+		exit(0);
+	case FUSE_OPT_KEY_NONOPT:
+		if (o->nstores < 3)
+			o->stores[o->nstores] = strdup(arg);
+		o->nstores++;
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+		if (arg[0] == '-') {
+			fail("unknown option '%s' (see artifactfs --help)", arg);
+			o->bad = 1;
+			return -1;
+		}
+		return 1; /* a -o option for FUSE itself */
+	default:
+		return 1;
+	}
+}
+
+static char *default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char *dir = NULL;
+
+	if (geteuid() == 0)
+		return strdup("/var/cache/artifactfs");
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&dir, "%s/artifactfs", xdg) < 0)
+			dir = NULL;
+	} else if (home && home[0] == '/') {
+		if (asprintf(&dir, "%s/.cache/artifactfs", home) < 0)
+			dir = NULL;
+	}
+	return dir;
+}
+
+int fs_mount_main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
+	struct mount_opts o = { 0 };
+	struct cache_config cc = { 0 };
+	struct blob_store *store = NULL;
+	struct cache *cache = NULL;
+	struct fs *fs = NULL;
+	struct fuse *fuse = NULL;
+	struct fuse_loop_config *lc = NULL;
+	char err[512], *cache_dir = NULL;
+	struct stat st;
+	int ret = EXIT_USAGE, mounted = 0;
+
+	if (fuse_opt_parse(&args, &o, mount_spec, mount_opt_proc) < 0) {
+		if (!o.bad)
+			fail("bad mount options (see artifactfs --help)");
+		goto out;
+	}
+	if (o.nstores != 2) {
+		fail("mount needs STORE and MOUNTPOINT (see artifactfs --help)");
+		goto out;
+	}
+	cc.max_bytes = CACHE_DEFAULT_SIZE;
+	cc.ttl = 60;
+	cc.workers = 8;
+	cc.readahead = 8;
+	if (o.cache_size && (parse_size(o.cache_size, &cc.max_bytes) < 0 || cc.max_bytes == 0)) {
+		fail("bad --cache-size '%s' (expected a size such as 20G)", o.cache_size);
+		goto out;
+	}
+	if (o.ttl && parse_uint(o.ttl, 86400 * 365, &cc.ttl) < 0) {
+		fail("bad --ttl '%s' (expected seconds)", o.ttl);
+		goto out;
+	}
+	if (o.chunk_size) {
+		uint64_t cs;
+		if (parse_size(o.chunk_size, &cs) < 0 || cs < 4096 || cs > (64u << 20)) {
+			fail("bad --chunk-size '%s' (4K to 64M)", o.chunk_size);
+			goto out;
+		}
+		cc.chunk_size = (uint32_t)cs;
+	}
+	log_setup(o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO, 0);
+	if (stat(o.stores[1], &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fail("mountpoint %s: %s", o.stores[1],
+		     errno && !S_ISDIR(st.st_mode) ? strerror(errno) : "not a directory");
+		goto out;
+	}
+	if (open_store(o.stores[0], &store) < 0)
+		goto out;
+	cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
+	if (!cache_dir) {
+		fail("no cache folder: give --cache-dir");
+		goto out;
+	}
+	cc.dir = cache_dir;
+	if (cache_create(&cc, store, &cache, err, sizeof(err)) < 0) {
+		fail("%s", err);
+		goto out;
+	}
+	store = NULL; /* the cache owns it */
+	if (fs_create(cache, cc.ttl, &fs) < 0) {
+		fail("out of memory");
+		goto out;
+	}
+	cache = NULL; /* the fs owns it */
+
+	/* FUSE sees its own options only: ours were taken out by fuse_opt_parse */
+	if (fuse_opt_add_arg(&fargs, "artifactfs") < 0 ||
+	    fuse_opt_add_arg(&fargs, "-ofsname=artifactfs,subtype=artifactfs") < 0 ||
+	    (o.debug && fuse_opt_add_arg(&fargs, "-d") < 0)) {
+		fail("out of memory");
+		goto out;
+	}
+	for (int i = 1; i < args.argc; i++)
+		if (fuse_opt_add_arg(&fargs, args.argv[i]) < 0) {
+			fail("out of memory");
+			goto out;
+		}
+	fuse = fuse_new(&fargs, &fs_ops, sizeof(fs_ops), fs);
+	if (!fuse) {
+		fail("bad FUSE options");
+		goto out;
+	}
+	if (fuse_mount(fuse, o.stores[1]) != 0) {
+		fail("cannot mount on %s", o.stores[1]);
+		goto out;
+	}
+	mounted = 1;
+	if (fuse_daemonize(o.foreground) != 0) {
+		fail("cannot start in the background");
+		goto out;
+	}
+	if (!o.foreground)
+		log_setup(LOG_LVL_INFO, 1);
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0) {
+		LOG_ERROR("cannot set signal handlers");
+		ret = 1;
+		goto out;
+	}
+	LOG_INFO("serving %s on %s (cache %s, ttl %us)", cache_store(fs->cache)->id,
+		 o.stores[1], cache_dir, cc.ttl);
+	lc = fuse_loop_cfg_create();
+	if (!lc) {
+		ret = 1;
+		goto out;
+	}
+	/* readers wait in their request thread while a chunk is fetched: enough threads
+	 * that many readers never starve the lookups */
+	fuse_loop_cfg_set_max_threads(lc, 64);
+	fuse_loop_cfg_set_idle_threads(lc, 16);
+	ret = fuse_loop_mt(fuse, lc) == 0 ? 0 : 1;
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out:
+	if (lc)
+		fuse_loop_cfg_destroy(lc);
+	if (mounted)
+		fuse_unmount(fuse);
+	if (fuse)
+		fuse_destroy(fuse);
+	fs_destroy(fs);
+	cache_destroy(cache);
+	blob_destroy(store);
+	fuse_opt_free_args(&fargs);
+	fuse_opt_free_args(&args);
+	free(cache_dir);
+	free(o.cache_dir);
+	free(o.cache_size);
+	free(o.ttl);
+	free(o.chunk_size);
+	for (int i = 0; i < o.nstores && i < 3; i++)
+		free(o.stores[i]);
+	return ret;
+}
+
+/* ---- register and alias ---- */
+
+static int cmd_register(int argc, char **argv)
+{
+	const char *pos[3], **tags = NULL, **aliases = NULL, *desc = NULL;
+	struct blob_store *s = NULL;
+	size_t ntags = 0, naliases = 0;
+	int npos = 0, ret = EXIT_USAGE, version;
+	char err[512];
+
+	tags = calloc((size_t)argc, sizeof(*tags));
+	aliases = calloc((size_t)argc, sizeof(*aliases));
+	if (!tags || !aliases)
+		goto out;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *val = NULL;
+		const char *opts[] = { "--alias", "--description", "--tag" };
+		int which = -1;
+		for (int k = 0; k < 3; k++) {
+			size_t l = strlen(opts[k]);
+			if (strcmp(a, opts[k]) == 0) {
+				if (i + 1 >= argc) {
+					ret = fail("%s needs a value", opts[k]);
+					goto out;
+				}
+				which = k;
+				val = argv[++i];
+			} else if (strncmp(a, opts[k], l) == 0 && a[l] == '=') {
+				which = k;
+				val = a + l + 1;
+			}
+		}
+		if (which == 0) {
+			if (!reg_alias_ok(val)) {
+				ret = fail("bad alias '%s' (a name, not all digits, not 'latest')", val);
+				goto out;
+			}
+			aliases[naliases++] = val;
+		} else if (which == 1) {
+			desc = val;
+		} else if (which == 2) {
+			tags[ntags++] = val;
+		} else if (a[0] == '-' && a[1]) {
+			ret = fail("unknown option '%s' (see artifactfs --help)", a);
+			goto out;
+		} else if (npos < 3) {
+			pos[npos++] = a;
+		} else {
+			ret = fail("register takes STORE NAME SOURCE (see artifactfs --help)");
+			goto out;
+		}
+	}
+	if (npos != 3) {
+		ret = fail("register takes STORE NAME SOURCE (see artifactfs --help)");
+		goto out;
+	}
+	if (!reg_name_ok(pos[1])) {
+		ret = fail("bad model name '%s' (expected [A-Za-z0-9][A-Za-z0-9._-]{0,127})",
+			   pos[1]);
+		goto out;
+	}
+	if (open_store(pos[0], &s) < 0)
+		goto out;
+	struct reg_request req = { pos[1], pos[2], desc, tags, ntags };
+	if (reg_register(s, &req, &version, err, sizeof(err)) < 0) {
+		ret = fail("%s", err);
+		goto out;
+	}
+	printf("%d\n", version);
+	fflush(stdout);
+	for (size_t i = 0; i < naliases; i++) {
+		if (reg_alias_set(s, pos[1], aliases[i], version, err, sizeof(err)) < 0) {
+			ret = fail("version %d registered, but alias %s failed: %s", version,
+				   aliases[i], err);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	blob_destroy(s);
+	free(tags);
+	free(aliases);
+	return ret;
+}
+
+static int cmd_alias(int argc, char **argv)
+{
+	const char *pos[4];
+	struct blob_store *s = NULL;
+	int npos = 0, del = 0, version = 0, ret = EXIT_USAGE;
+	char err[512];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--delete") == 0)
+			del = 1;
+		else if (argv[i][0] == '-' && argv[i][1])
+			return fail("unknown option '%s' (see artifactfs --help)", argv[i]);
+		else if (npos < 4)
+			pos[npos++] = argv[i];
+		else
+			return fail("alias takes STORE NAME ALIAS VERSION (see artifactfs --help)");
+	}
+	if (npos != (del ? 3 : 4))
+		return fail("alias takes STORE NAME ALIAS VERSION, or STORE NAME ALIAS --delete");
+	if (!reg_name_ok(pos[1]))
+		return fail("bad model name '%s' (expected [A-Za-z0-9][A-Za-z0-9._-]{0,127})",
+			    pos[1]);
+	if (!reg_alias_ok(pos[2]))
+		return fail("bad alias '%s' (a name, not all digits, not 'latest')", pos[2]);
+	if (!del && (version = reg_version_name(pos[3])) < 0)
+		return fail("bad version '%s' (expected a version number such as 3)", pos[3]);
+	if (open_store(pos[0], &s) < 0)
+		return EXIT_USAGE;
+	if (reg_alias_set(s, pos[1], pos[2], version, err, sizeof(err)) < 0)
+		ret = fail("%s", err);
+	else
+		ret = 0;
+	blob_destroy(s);
+	return ret;
+}
+
+int fs_main(int argc, char **argv)
+{
+	log_setup(LOG_LVL_INFO, 0);
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("artifactfs %s\n", ARTIFACTFS_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "mount") == 0)
+		return fs_mount_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "register") == 0)
+		return cmd_register(argc - 1, argv + 1);
+	if (strcmp(argv[1], "alias") == 0)
+		return cmd_alias(argc - 1, argv + 1);
+	if (strstr(argv[1], "://")) /* mount.fuse3 (fstab) calls: artifactfs STORE MNT -o ... */
+		return fs_mount_main(argc, argv);
+	return fail("unknown command '%s' (see artifactfs --help)", argv[1]);
+}
+
+int main(int argc, char **argv)
+{
+	return fs_main(argc, argv);
+}

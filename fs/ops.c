@@ -1,0 +1,385 @@
+/*
+ * ops.c: the FUSE callbacks. Each one translates, calls the tree or the cache, and
+ * answers; errors are -errno as the high-level FUSE API wants them.
+ *
+ * Consistency: a runs/ file is opened at the etag the store has at open time (one
+ * properties request; the cached listing's etag when the store is unreachable), and
+ * every read of that open file is pinned to it, so a file replaced in the store
+ * while open fails with EIO rather than mixing versions. A registered file is pinned
+ * to the record's etag for good and keeps the kernel page cache between opens.
+ */
+#define FUSE_USE_VERSION 312
+#include <fuse.h>
+
+#include "fs.h"
+#include "fs_private.h"
+#include "../blob/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+struct fs_handle {
+	struct cache_file *cf;
+	int immutable;
+	int logged;		/* the etag change has been logged once */
+	char etag[BLOB_ETAG_MAX];
+	char path[];		/* the mount path, for log lines */
+};
+
+static struct fs *fs_of(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct fs *fs = fs_of();
+
+	/* Entries, attributes and absences stay in the kernel for the TTL: the same
+	 * time the tree itself trusts a listing. */
+	cfg->entry_timeout = fs->ttl;
+	cfg->attr_timeout = fs->ttl;
+	cfg->negative_timeout = fs->ttl;
+	cfg->use_ino = 0;
+	conn->max_readahead = 4u << 20;
+	conn->want |= FUSE_CAP_ASYNC_READ;
+	if (cache_start(fs->cache) < 0)
+		LOG_ERROR("cannot start the prefetch threads; reads go on without prefetch");
+	return fs;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of();
+	struct fs_node n;
+	int ret;
+
+	(void)fi;
+	ret = fs_resolve(fs, path, &n);
+	if (ret < 0)
+		return fs_errno(fs, ret, path);
+	fs_node_stat(fs, &n, st);
+	return 0;
+}
+
+struct fill_ctx {
+	struct fs *fs;
+	void *buf;
+	fuse_fill_dir_t filler;
+};
+
+static int fill_one(void *arg, const char *name, const struct fs_node *n)
+{
+	struct fill_ctx *ctx = arg;
+	struct stat st;
+
+	fs_node_stat(ctx->fs, n, &st);
+	return ctx->filler(ctx->buf, name, &st, 0, FUSE_FILL_DIR_PLUS);
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct fs *fs = fs_of();
+	struct fill_ctx ctx = { fs, buf, filler };
+	int ret;
+
+	(void)off;
+	(void)fi;
+	(void)flags;
+	filler(buf, ".", NULL, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	ret = fs_list(fs, path, fill_one, &ctx);
+	return ret < 0 ? fs_errno(fs, ret, path) : 0;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of();
+	struct fs_handle *h = NULL;
+	struct fs_node n;
+	int ret;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EROFS;
+	ret = fs_resolve(fs, path, &n);
+	if (ret < 0)
+		return fs_errno(fs, ret, path);
+	if (n.kind != FS_FILE)
+		return -EISDIR;
+	if (!n.immutable) {
+		ret = fs_pin_run_file(fs, &n);
+		if (ret < 0)
+			return fs_errno(fs, ret, path);
+	}
+	h = calloc(1, sizeof(*h) + strlen(path) + 1);
+	if (!h)
+		return -ENOMEM;
+	memcpy(h->path, path, strlen(path) + 1);
+	memcpy(h->etag, n.etag, sizeof(h->etag));
+	h->immutable = n.immutable;
+	ret = cache_file_open(fs->cache, n.key, n.etag, n.size, n.sha256[0] ? n.sha256 : NULL,
+			      &h->cf);
+	if (ret < 0) {
+		free(h);
+		return fs_errno(fs, ret, path);
+	}
+	fi->fh = (uintptr_t)h;
+	fi->keep_cache = n.immutable;
+	return 0;
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	ssize_t n;
+
+	(void)path;
+	if (off < 0)
+		return -EINVAL;
+	n = cache_file_read(h->cf, buf, size, (uint64_t)off);
+	if (n == -ESTALE) {
+		if (!h->logged) {
+			h->logged = 1;
+			fs_log_changed(fs_of(), h->path, h->immutable, h->etag);
+		}
+		return -EIO;
+	}
+	if (n < 0)
+		return fs_errno(fs_of(), (int)n, h->path);
+	return (int)n;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+
+	(void)path;
+	cache_file_close(h->cf);
+	free(h);
+	return 0;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+	struct fs *fs = fs_of();
+	struct fs_node n;
+	int ret = fs_resolve(fs, path, &n);
+
+	if (ret < 0)
+		return fs_errno(fs, ret, path);
+	if (n.kind != FS_LINK)
+		return -EINVAL;
+	snprintf(buf, size, "%s", n.target);
+	return 0;
+}
+
+static int op_statfs(const char *path, struct statvfs *st)
+{
+	(void)path;
+	memset(st, 0, sizeof(*st));
+	st->f_bsize = 4096;
+	st->f_frsize = 4096;
+	st->f_namemax = 255;
+	st->f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+	return 0;
+}
+
+/* Extended attributes: where each file comes from, for getfattr. */
+static const char *const xattr_names[] = { "user.artifactfs.key", "user.artifactfs.etag",
+					   "user.artifactfs.sha256", "user.artifactfs.store" };
+
+static int op_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+	struct fs *fs = fs_of();
+	struct fs_node n;
+	const char *v = NULL;
+	int ret = fs_resolve(fs, path, &n);
+
+	if (ret < 0)
+		return fs_errno(fs, ret, path);
+	if (n.kind == FS_FILE) {
+		if (strcmp(name, xattr_names[0]) == 0)
+			v = n.key;
+		else if (strcmp(name, xattr_names[1]) == 0)
+			v = n.etag;
+		else if (strcmp(name, xattr_names[2]) == 0 && n.sha256[0])
+			v = n.sha256;
+		else if (strcmp(name, xattr_names[3]) == 0)
+			v = cache_store(fs->cache)->id;
+	}
+	if (!v)
+		return -ENODATA;
+	size_t len = strlen(v);
+	if (size == 0)
+		return (int)len;
+	if (size < len)
+		return -ERANGE;
+	memcpy(value, v, len);
+	return (int)len;
+}
+
+static int op_listxattr(const char *path, char *list, size_t size)
+{
+	struct fs *fs = fs_of();
+	struct fs_node n;
+	size_t len = 0;
+	int ret = fs_resolve(fs, path, &n);
+
+	if (ret < 0)
+		return fs_errno(fs, ret, path);
+	if (n.kind != FS_FILE)
+		return 0;
+	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(*xattr_names); i++) {
+		if (i == 2 && !n.sha256[0])
+			continue;
+		size_t l = strlen(xattr_names[i]) + 1;
+		if (size && len + l <= size)
+			memcpy(list + len, xattr_names[i], l);
+		else if (size)
+			return -ERANGE;
+		len += l;
+	}
+	return (int)len;
+}
+
+/* Everything that would change the tree: the mount is read-only. */
+static int op_rofs_path(const char *path)
+{
+	(void)path;
+	return -EROFS;
+}
+
+static int op_mknod(const char *p, mode_t m, dev_t d)
+{
+	(void)m;
+	(void)d;
+	return op_rofs_path(p);
+}
+
+static int op_mkdir(const char *p, mode_t m)
+{
+	(void)m;
+	return op_rofs_path(p);
+}
+
+static int op_symlink(const char *t, const char *p)
+{
+	(void)t;
+	return op_rofs_path(p);
+}
+
+static int op_rename(const char *a, const char *b, unsigned int flags)
+{
+	(void)b;
+	(void)flags;
+	return op_rofs_path(a);
+}
+
+static int op_link(const char *a, const char *b)
+{
+	(void)b;
+	return op_rofs_path(a);
+}
+
+static int op_chmod(const char *p, mode_t m, struct fuse_file_info *fi)
+{
+	(void)m;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+static int op_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi)
+{
+	(void)u;
+	(void)g;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+static int op_truncate(const char *p, off_t o, struct fuse_file_info *fi)
+{
+	(void)o;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+static int op_write(const char *p, const char *b, size_t s, off_t o, struct fuse_file_info *fi)
+{
+	(void)b;
+	(void)s;
+	(void)o;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+static int op_create(const char *p, mode_t m, struct fuse_file_info *fi)
+{
+	(void)m;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+static int op_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	(void)tv;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+static int op_setxattr(const char *p, const char *n, const char *v, size_t s, int f)
+{
+	(void)n;
+	(void)v;
+	(void)s;
+	(void)f;
+	return op_rofs_path(p);
+}
+
+static int op_removexattr(const char *p, const char *n)
+{
+	(void)n;
+	return op_rofs_path(p);
+}
+
+static int op_fallocate(const char *p, int mode, off_t o, off_t l, struct fuse_file_info *fi)
+{
+	(void)mode;
+	(void)o;
+	(void)l;
+	(void)fi;
+	return op_rofs_path(p);
+}
+
+const struct fuse_operations fs_ops = {
+	.init = op_init,
+	.getattr = op_getattr,
+	.readdir = op_readdir,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.readlink = op_readlink,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_rofs_path,
+	.rmdir = op_rofs_path,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.chmod = op_chmod,
+	.chown = op_chown,
+	.truncate = op_truncate,
+	.write = op_write,
+	.create = op_create,
+	.utimens = op_utimens,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+};

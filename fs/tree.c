@@ -1,0 +1,812 @@
+/*
+ * tree.c: resolving paths of the mount to nodes, and listing folders.
+ *
+ * runs/ mirrors the store folder by folder: each path segment is looked up in the
+ * cached listing of its parent (sorted, so a binary search). models/ is built from
+ * the registry: a model's versions are the records that parse, and its links are
+ * latest plus the aliases that point at one of those versions.
+ */
+#include "fs.h"
+#include "registry.h"
+#include "../blob/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One model as last read from the registry. Fields protected by fs->lock. Parsed
+ * versions are immutable and freed only with the fs, so a pointer to one stays good
+ * without the lock. */
+struct fs_model {
+	struct fs_model *next;
+	char name[REG_NAME_MAX + 1];
+	time_t checked;			/* monotonic seconds; 0 = never */
+	struct reg_version **all;	/* every version parsed, in no order */
+	size_t nall;
+	int *bad;			/* versions whose record is unusable */
+	size_t nbad;
+	int *present;			/* versions in the last listing that parsed, sorted */
+	size_t npresent;
+	struct reg_alias *aliases;
+	size_t naliases;
+	char *aliases_text;		/* to warn about a bad table only when it changes */
+};
+
+/* A model's state copied out for one lookup. */
+struct model_view {
+	struct reg_version **versions;	/* sorted by version; borrowed pointers */
+	size_t n;
+	struct reg_alias *aliases;	/* owned copy */
+	size_t naliases;
+};
+
+static time_t mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+int fs_create(struct cache *cache, unsigned ttl, struct fs **out)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+
+	if (!fs)
+		return -ENOMEM;
+	fs->cache = cache;
+	fs->ttl = ttl;
+	fs->uid = getuid();
+	fs->gid = getgid();
+	clock_gettime(CLOCK_REALTIME, &fs->started);
+	fs->err_logged = mono_now() - 60;
+	pthread_mutex_init(&fs->lock, NULL);
+	*out = fs;
+	return 0;
+}
+
+void fs_destroy(struct fs *fs)
+{
+	if (!fs)
+		return;
+	while (fs->models) {
+		struct fs_model *m = fs->models;
+		fs->models = m->next;
+		for (size_t i = 0; i < m->nall; i++)
+			reg_version_free(m->all[i]);
+		free(m->all);
+		free(m->bad);
+		free(m->present);
+		free(m->aliases);
+		free(m->aliases_text);
+		free(m);
+	}
+	cache_destroy(fs->cache);
+	pthread_mutex_destroy(&fs->lock);
+	free(fs);
+}
+
+static struct fs_model *model_find(struct fs *fs, const char *name)
+{
+	struct fs_model *m;
+
+	for (m = fs->models; m; m = m->next)
+		if (strcmp(m->name, name) == 0)
+			return m;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	m->next = fs->models;
+	fs->models = m;
+	return m;
+}
+
+static struct reg_version *model_version(struct fs_model *m, int v)
+{
+	for (size_t i = 0; i < m->nall; i++)
+		if (m->all[i]->version == v)
+			return m->all[i];
+	return NULL;
+}
+
+static int model_is_bad(struct fs_model *m, int v)
+{
+	for (size_t i = 0; i < m->nbad; i++)
+		if (m->bad[i] == v)
+			return 1;
+	return 0;
+}
+
+static int int_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Re-reads a model's folder in the registry. Called without fs->lock. */
+static int model_refresh(struct fs *fs, struct fs_model *m)
+{
+	struct cache_listing *cl = NULL;
+	char prefix[PATH_MAX], key[PATH_MAX + 32];
+	int *present = NULL;
+	size_t npresent = 0;
+	char *text = NULL;
+	size_t len;
+	int ret;
+
+	snprintf(prefix, sizeof(prefix), "registry/%s/", m->name);
+	ret = cache_list(fs->cache, prefix, &cl);
+	if (ret < 0)
+		goto out;
+	present = calloc(cl->list.count + 1, sizeof(*present));
+	if (!present) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < cl->list.count; i++) {
+		const struct blob_entry *e = &cl->list.entries[i];
+		int v = e->is_dir ? -1 : reg_version_of(e->name);
+		if (v < 0)
+			continue;
+		pthread_mutex_lock(&fs->lock);
+		int known = model_version(m, v) != NULL, bad = model_is_bad(m, v);
+		pthread_mutex_unlock(&fs->lock);
+		if (bad)
+			continue;
+		if (!known) {
+			struct reg_version *rv = NULL;
+			snprintf(key, sizeof(key), "%s%s", prefix, e->name);
+			ret = cache_record(fs->cache, key, 1, &text, &len);
+			if (ret == -ENOENT)
+				continue; /* deleted since the listing */
+			if (ret < 0)
+				goto out;
+			ret = reg_version_parse(text, len, m->name, v, &rv);
+			free(text);
+			text = NULL;
+			pthread_mutex_lock(&fs->lock);
+			if (ret == -EBADMSG) {
+				int *nb = realloc(m->bad, (m->nbad + 1) * sizeof(*nb));
+				if (nb && !model_is_bad(m, v)) {
+					m->bad = nb;
+					m->bad[m->nbad++] = v;
+				} else if (nb) {
+					m->bad = nb;
+				}
+			} else if (ret == 0 && !model_version(m, v)) {
+				struct reg_version **na =
+					realloc(m->all, (m->nall + 1) * sizeof(*na));
+				if (na) {
+					m->all = na;
+					m->all[m->nall++] = rv;
+					rv = NULL;
+				}
+			}
+			pthread_mutex_unlock(&fs->lock);
+			reg_version_free(rv);
+			if (ret == -EBADMSG)
+				continue;
+			if (ret < 0)
+				goto out;
+		}
+		present[npresent++] = v;
+	}
+	qsort(present, npresent, sizeof(*present), int_cmp);
+
+	/* aliases */
+	struct reg_alias *aliases = NULL;
+	size_t naliases = 0;
+	snprintf(key, sizeof(key), "%saliases.json", prefix);
+	const struct blob_entry *ae = cache_listing_find(cl, "aliases.json");
+	ret = ae && !ae->is_dir ? cache_record(fs->cache, key, 0, &text, &len) : -ENOENT;
+	if (ret < 0 && ret != -ENOENT)
+		goto out;
+	pthread_mutex_lock(&fs->lock);
+	int changed = ret == 0 && (!m->aliases_text || strcmp(m->aliases_text, text) != 0);
+	pthread_mutex_unlock(&fs->lock);
+	if (ret == 0 && changed && reg_aliases_parse(text, len, m->name, &aliases, &naliases) < 0)
+		naliases = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	free(m->present);
+	m->present = present;
+	m->npresent = npresent;
+	present = NULL;
+	if (ret == -ENOENT) {
+		free(m->aliases);
+		m->aliases = NULL;
+		m->naliases = 0;
+		free(m->aliases_text);
+		m->aliases_text = NULL;
+	} else if (changed) {
+		free(m->aliases);
+		m->aliases = aliases;
+		m->naliases = naliases;
+		aliases = NULL;
+		free(m->aliases_text);
+		m->aliases_text = text;
+		text = NULL;
+	}
+	m->checked = mono_now();
+	pthread_mutex_unlock(&fs->lock);
+	free(aliases);
+	ret = 0;
+out:
+	free(text);
+	free(present);
+	cache_listing_unref(cl);
+	return ret;
+}
+
+static void view_release(struct model_view *v)
+{
+	free(v->versions);
+	free(v->aliases);
+	memset(v, 0, sizeof(*v));
+}
+
+/* The current state of model name, refreshed when older than the TTL. */
+static int model_view(struct fs *fs, const char *name, struct model_view *out)
+{
+	struct fs_model *m;
+	int ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&fs->lock);
+	m = model_find(fs, name);
+	int stale = m && (m->checked == 0 || mono_now() - m->checked >= (time_t)fs->ttl);
+	pthread_mutex_unlock(&fs->lock);
+	if (!m)
+		return -ENOMEM;
+	if (stale) {
+		ret = model_refresh(fs, m);
+		if (ret < 0 && m->checked == 0)
+			return ret;
+	}
+	pthread_mutex_lock(&fs->lock);
+	out->versions = calloc(m->npresent + 1, sizeof(*out->versions));
+	out->aliases = calloc(m->naliases + 1, sizeof(*out->aliases));
+	if (!out->versions || !out->aliases) {
+		ret = -ENOMEM;
+	} else {
+		for (size_t i = 0; i < m->npresent; i++)
+			out->versions[out->n++] = model_version(m, m->present[i]);
+		memcpy(out->aliases, m->aliases, m->naliases * sizeof(*m->aliases));
+		out->naliases = m->naliases;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (ret < 0)
+		view_release(out);
+	return ret;
+}
+
+static struct reg_version *view_version(const struct model_view *v, int version)
+{
+	for (size_t i = 0; i < v->n; i++)
+		if (v->versions[i]->version == version)
+			return v->versions[i];
+	return NULL;
+}
+
+/* ---- nodes ---- */
+
+static void node_dir(struct fs *fs, struct fs_node *n)
+{
+	memset(n, 0, sizeof(*n));
+	n->kind = FS_DIR;
+	n->mtime = fs->started;
+}
+
+static void node_link(struct fs *fs, struct fs_node *n, int version)
+{
+	memset(n, 0, sizeof(*n));
+	n->kind = FS_LINK;
+	n->mtime = fs->started;
+	snprintf(n->target, sizeof(n->target), "%d", version);
+	n->size = strlen(n->target);
+}
+
+static void node_blob(struct fs_node *n, const char *prefix, const struct blob_entry *e)
+{
+	memset(n, 0, sizeof(*n));
+	n->kind = e->is_dir ? FS_DIR : FS_FILE;
+	n->size = e->size;
+	n->mtime = e->mtime;
+	snprintf(n->key, sizeof(n->key), "%s%s%s", prefix, e->name, e->is_dir ? "/" : "");
+	memcpy(n->etag, e->etag, sizeof(n->etag));
+}
+
+static void node_regfile(struct fs_node *n, const struct reg_version *v,
+			 const struct reg_file *f)
+{
+	memset(n, 0, sizeof(*n));
+	n->kind = FS_FILE;
+	n->immutable = 1;
+	n->size = f->size;
+	n->mtime = v->created;
+	snprintf(n->key, sizeof(n->key), "%s%s", v->source, f->path);
+	memcpy(n->etag, f->etag, sizeof(n->etag));
+	memcpy(n->sha256, f->sha256, sizeof(n->sha256));
+}
+
+void fs_node_stat(const struct fs *fs, const struct fs_node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_mtim = n->mtime;
+	st->st_ctim = n->mtime;
+	st->st_atim = n->mtime;
+	st->st_blksize = 1 << 20;
+	switch (n->kind) {
+	case FS_DIR:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		break;
+	case FS_FILE:
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->size;
+		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+		break;
+	case FS_LINK:
+		st->st_mode = S_IFLNK | 0777;
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->size;
+		break;
+	}
+}
+
+/* Splits path into segments in buf; returns how many (at most max), -ENOENT for a
+ * path with an unusable segment. */
+static int split(const char *path, char *buf, size_t size, char **segs, int max)
+{
+	int n = 0;
+
+	if ((size_t)snprintf(buf, size, "%s", path) >= size)
+		return -ENAMETOOLONG;
+	for (char *save = NULL, *s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+		if (n == max)
+			return -ENAMETOOLONG;
+		segs[n++] = s;
+	}
+	return n;
+}
+
+#define MAX_DEPTH 512
+
+/* runs/...: walks the listings from runs/ down. */
+static int resolve_runs(struct fs *fs, char **segs, int n, struct fs_node *out)
+{
+	struct cache_listing *cl = NULL;
+	char prefix[PATH_MAX] = "runs/";
+	int ret = 0;
+
+	node_dir(fs, out);
+	snprintf(out->key, sizeof(out->key), "%s", prefix);
+	for (int i = 0; i < n; i++) {
+		const struct blob_entry *e;
+		ret = cache_list(fs->cache, prefix, &cl);
+		if (ret < 0)
+			return ret;
+		e = cache_listing_find(cl, segs[i]);
+		if (!e) {
+			ret = -ENOENT;
+		} else if (!e->is_dir && i + 1 < n) {
+			ret = -ENOTDIR;
+		} else {
+			node_blob(out, prefix, e);
+			out->mtime = e->is_dir ? fs->started : e->mtime;
+			if (strlen(out->key) >= sizeof(prefix) - 1)
+				ret = -ENAMETOOLONG;
+			else
+				memcpy(prefix, out->key, strlen(out->key) + 1);
+		}
+		cache_listing_unref(cl);
+		cl = NULL;
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Whether a model folder exists in the registry. */
+static int model_exists(struct fs *fs, const char *name)
+{
+	struct cache_listing *cl = NULL;
+	const struct blob_entry *e;
+	int ret;
+
+	if (!reg_name_ok(name))
+		return -ENOENT;
+	ret = cache_list(fs->cache, "registry/", &cl);
+	if (ret < 0)
+		return ret;
+	e = cache_listing_find(cl, name);
+	ret = e && e->is_dir ? 0 : -ENOENT;
+	cache_listing_unref(cl);
+	return ret;
+}
+
+/* First file of v whose path is >= key. */
+static size_t lower_bound(const struct reg_version *v, const char *key)
+{
+	size_t lo = 0, hi = v->nfiles;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(v->files[mid].path, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int has_prefix(const char *s, const char *prefix, size_t len)
+{
+	return strncmp(s, prefix, len) == 0;
+}
+
+/* Inside a version: segs name a file or a folder of its file set. */
+static int resolve_version(struct fs *fs, const struct reg_version *v, char **segs, int n,
+			   struct fs_node *out)
+{
+	char rel[PATH_MAX];
+	size_t len = 0;
+
+	node_dir(fs, out);
+	out->mtime = v->created;
+	if (n == 0)
+		return 0;
+	for (int i = 0; i < n; i++) {
+		int w = snprintf(rel + len, sizeof(rel) - len, "%s%s", i ? "/" : "", segs[i]);
+		if (w < 0 || (size_t)w >= sizeof(rel) - len - 1)
+			return -ENAMETOOLONG;
+		len += (size_t)w;
+	}
+	const struct reg_file *f = reg_version_file(v, rel);
+	if (f) {
+		node_regfile(out, v, f);
+		return 0;
+	}
+	rel[len++] = '/';
+	rel[len] = '\0';
+	size_t i = lower_bound(v, rel);
+	if (i < v->nfiles && has_prefix(v->files[i].path, rel, len))
+		return 0;
+	/* a path through a file gives ENOTDIR, as on any filesystem */
+	for (char *s = strchr(rel, '/'); s && s < rel + len - 1; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		int through = reg_version_file(v, rel) != NULL;
+		*s = '/';
+		if (through)
+			return -ENOTDIR;
+	}
+	return -ENOENT;
+}
+
+static int resolve_models(struct fs *fs, char **segs, int n, struct fs_node *out)
+{
+	struct model_view mv;
+	int ret;
+
+	node_dir(fs, out);
+	if (n == 0)
+		return 0;
+	ret = model_exists(fs, segs[0]);
+	if (ret < 0)
+		return ret;
+	ret = model_view(fs, segs[0], &mv);
+	if (ret < 0)
+		return ret;
+	if (n == 1)
+		goto out;
+	ret = -ENOENT;
+	int ver = reg_version_name(segs[1]);
+	const struct reg_version *v = ver > 0 ? view_version(&mv, ver) : NULL;
+	if (v) {
+		ret = resolve_version(fs, v, segs + 2, n - 2, out);
+		goto out;
+	}
+	int target = -1;
+	if (strcmp(segs[1], "latest") == 0 && mv.n > 0)
+		target = mv.versions[mv.n - 1]->version;
+	for (size_t i = 0; target < 0 && i < mv.naliases; i++)
+		if (strcmp(mv.aliases[i].name, segs[1]) == 0 &&
+		    view_version(&mv, mv.aliases[i].version))
+			target = mv.aliases[i].version;
+	if (target > 0) {
+		node_link(fs, out, target);
+		ret = n == 2 ? 0 : -ENOTDIR; /* the kernel follows links itself */
+	}
+out:
+	view_release(&mv);
+	return ret;
+}
+
+int fs_resolve(struct fs *fs, const char *path, struct fs_node *out)
+{
+	char buf[PATH_MAX], *segs[MAX_DEPTH];
+	int n = split(path, buf, sizeof(buf), segs, MAX_DEPTH);
+
+	if (n < 0)
+		return n;
+	if (n == 0) {
+		node_dir(fs, out);
+		return 0;
+	}
+	if (strcmp(segs[0], "runs") == 0)
+		return resolve_runs(fs, segs + 1, n - 1, out);
+	if (strcmp(segs[0], "models") == 0)
+		return resolve_models(fs, segs + 1, n - 1, out);
+	return -ENOENT;
+}
+
+/* ---- listing ---- */
+
+static int list_runs(struct fs *fs, const struct fs_node *dir, fs_fill_fn fill, void *ctx)
+{
+	struct cache_listing *cl = NULL;
+	struct fs_node n;
+	int ret;
+
+	ret = cache_list(fs->cache, dir->key, &cl);
+	if (ret == -ENOENT && strcmp(dir->key, "runs/") == 0)
+		return 0; /* a store without runs yet */
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < cl->list.count; i++) {
+		node_blob(&n, dir->key, &cl->list.entries[i]);
+		if (n.kind == FS_DIR)
+			n.mtime = fs->started;
+		if (fill(ctx, cl->list.entries[i].name, &n))
+			break;
+	}
+	cache_listing_unref(cl);
+	return 0;
+}
+
+static int list_models(struct fs *fs, fs_fill_fn fill, void *ctx)
+{
+	struct cache_listing *cl = NULL;
+	struct fs_node n;
+	int ret;
+
+	ret = cache_list(fs->cache, "registry/", &cl);
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0)
+		return ret;
+	node_dir(fs, &n);
+	for (size_t i = 0; i < cl->list.count; i++) {
+		const struct blob_entry *e = &cl->list.entries[i];
+		if (!e->is_dir)
+			continue;
+		if (!reg_name_ok(e->name)) {
+			LOG_DEBUG("registry folder '%s' is not a model name; not shown", e->name);
+			continue;
+		}
+		if (fill(ctx, e->name, &n))
+			break;
+	}
+	cache_listing_unref(cl);
+	return 0;
+}
+
+static int list_model(struct fs *fs, const char *name, fs_fill_fn fill, void *ctx)
+{
+	struct model_view mv;
+	struct fs_node n;
+	char num[32];
+	int ret;
+
+	ret = model_view(fs, name, &mv);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < mv.n; i++) {
+		node_dir(fs, &n);
+		n.mtime = mv.versions[i]->created;
+		snprintf(num, sizeof(num), "%d", mv.versions[i]->version);
+		if (fill(ctx, num, &n))
+			goto out;
+	}
+	if (mv.n > 0) {
+		node_link(fs, &n, mv.versions[mv.n - 1]->version);
+		if (fill(ctx, "latest", &n))
+			goto out;
+	}
+	for (size_t i = 0; i < mv.naliases; i++) {
+		if (!view_version(&mv, mv.aliases[i].version))
+			continue;
+		node_link(fs, &n, mv.aliases[i].version);
+		if (fill(ctx, mv.aliases[i].name, &n))
+			goto out;
+	}
+out:
+	view_release(&mv);
+	return 0;
+}
+
+static int list_version(struct fs *fs, const char *name, int version, const char *rel,
+			fs_fill_fn fill, void *ctx)
+{
+	struct model_view mv;
+	const struct reg_version *v;
+	char prefix[PATH_MAX], child[NAME_MAX + 1], last[NAME_MAX + 1] = "";
+	struct fs_node n;
+	int ret;
+
+	ret = model_view(fs, name, &mv);
+	if (ret < 0)
+		return ret;
+	v = view_version(&mv, version);
+	if (!v) {
+		ret = -ENOENT;
+		goto out;
+	}
+	snprintf(prefix, sizeof(prefix), "%s%s", rel, *rel ? "/" : "");
+	size_t plen = strlen(prefix);
+	for (size_t i = lower_bound(v, prefix); i < v->nfiles; i++) {
+		const struct reg_file *f = &v->files[i];
+		if (!has_prefix(f->path, prefix, plen))
+			break;
+		const char *rest = f->path + plen, *slash = strchr(rest, '/');
+		size_t clen = slash ? (size_t)(slash - rest) : strlen(rest);
+		snprintf(child, sizeof(child), "%.*s", (int)clen, rest);
+		if (strcmp(child, last) == 0)
+			continue; /* files of one subfolder are consecutive */
+		memcpy(last, child, sizeof(last));
+		if (slash) {
+			node_dir(fs, &n);
+			n.mtime = v->created;
+		} else {
+			node_regfile(&n, v, f);
+		}
+		if (fill(ctx, child, &n))
+			break;
+	}
+	ret = 0;
+out:
+	view_release(&mv);
+	return ret;
+}
+
+int fs_list(struct fs *fs, const char *path, fs_fill_fn fill, void *ctx)
+{
+	char buf[PATH_MAX], *segs[MAX_DEPTH];
+	struct fs_node dir, n;
+	int ret, nseg;
+
+	ret = fs_resolve(fs, path, &dir);
+	if (ret < 0)
+		return ret;
+	if (dir.kind != FS_DIR)
+		return -ENOTDIR;
+	nseg = split(path, buf, sizeof(buf), segs, MAX_DEPTH);
+	if (nseg < 0)
+		return nseg;
+	if (nseg == 0) {
+		node_dir(fs, &n);
+		if (fill(ctx, "runs", &n) == 0)
+			fill(ctx, "models", &n);
+		return 0;
+	}
+	if (strcmp(segs[0], "runs") == 0)
+		return list_runs(fs, &dir, fill, ctx);
+	if (nseg == 1)
+		return list_models(fs, fill, ctx);
+	if (nseg == 2)
+		return list_model(fs, segs[1], fill, ctx);
+	/* inside a version: segs[2] is the version, the rest a folder of its files */
+	char rel[PATH_MAX] = "";
+	size_t len = 0;
+	for (int i = 3; i < nseg; i++)
+		len += (size_t)snprintf(rel + len, sizeof(rel) - len, "%s%s", i > 3 ? "/" : "",
+					segs[i]);
+	return list_version(fs, segs[1], reg_version_name(segs[2]), rel, fill, ctx);
+}
+
+/* ---- helpers for the FUSE front ---- */
+
+/* Whether a store failure may be logged now: one line per few seconds at most, so a
+ * dead store does not flood the log with one line per lookup. */
+static int err_log_ok(struct fs *fs, unsigned *quiet)
+{
+	time_t now = mono_now();
+	int ok;
+
+	pthread_mutex_lock(&fs->lock);
+	ok = now - fs->err_logged >= 5;
+	if (ok) {
+		fs->err_logged = now;
+		*quiet = fs->err_quiet;
+		fs->err_quiet = 0;
+	} else {
+		fs->err_quiet++;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ok;
+}
+
+int fs_errno(struct fs *fs, int err, const char *path)
+{
+	unsigned quiet = 0;
+
+	switch (err) {
+	case -ENOENT:
+	case -ENOTDIR:
+	case -EISDIR:
+	case -EROFS:
+	case -ENOMEM:
+	case -EINVAL:
+		return err;
+	case -ENAMETOOLONG:
+		return -ENOENT; /* a path longer than the store can hold is not there */
+	case -EACCES:
+		if (err_log_ok(fs, &quiet))
+			LOG_ERROR("%s: the store refused access (%u more failures not logged)",
+				  path, quiet);
+		return -EACCES;
+	default:
+		if (err_log_ok(fs, &quiet))
+			LOG_ERROR("%s: the store failed: %s (%u more failures not logged)", path,
+				  strerror(-err), quiet);
+		return -EIO;
+	}
+}
+
+int fs_pin_run_file(struct fs *fs, struct fs_node *n)
+{
+	struct blob_stat st;
+	char parent[PATH_MAX];
+	int ret;
+
+	ret = blob_stat(cache_store(fs->cache), n->key, &st);
+	if (ret == 0 && strcmp(st.etag, n->etag) == 0)
+		return 0;
+	snprintf(parent, sizeof(parent), "%s", n->key);
+	*(strrchr(parent, '/') + 1) = '\0';
+	if (ret == 0 || ret == -ENOENT)
+		cache_forget_listing(fs->cache, parent); /* the listing is out of date */
+	if (ret == 0) {
+		n->size = st.size;
+		n->mtime = st.mtime;
+		memcpy(n->etag, st.etag, sizeof(n->etag));
+		return 0;
+	}
+	if (ret == -ENOENT || ret == -EACCES)
+		return ret;
+	LOG_DEBUG("%s: store unreachable (%s); opening the cached version", n->key,
+		  strerror(-ret));
+	return 0;
+}
+
+void fs_log_changed(struct fs *fs, const char *path, int immutable, const char *etag)
+{
+	struct blob_stat st;
+	char key[PATH_MAX];
+	struct fs_node n;
+	const char *now = "none (deleted)";
+
+	if (fs_resolve(fs, path, &n) == 0)
+		snprintf(key, sizeof(key), "%s", n.key);
+	else
+		snprintf(key, sizeof(key), "%s", path);
+	int ret = blob_stat(cache_store(fs->cache), key, &st);
+	if (ret == 0)
+		now = st.etag;
+	else if (ret != -ENOENT)
+		now = "unknown (store failing)";
+	if (immutable)
+		LOG_ERROR("%s: the store's blob %s changed after registration: registered etag "
+			  "%s, store etag %s; refusing to serve it", path, key, etag, now);
+	else
+		LOG_WARN("%s: blob %s changed in the store while open (opened at etag %s, now "
+			 "%s); reopen the file to read the new version", path, key, etag, now);
+}
