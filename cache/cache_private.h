@@ -39,12 +39,12 @@ struct cache_chunk {
 	unsigned gen;			/* fetches finished */
 	int err;			/* how the last fetch failed, or 0 */
 	uint64_t disk_bytes;		/* size of the chunk file when PRESENT */
-	/* The file as last verified: a file with another inode, size or mtime (written
-	 * since) is verified again before it is served. */
+	/* The file as last verified: a file with another inode, size, mtime or ctime
+	 * (written since) is verified again before it is served. */
 	int verified;
 	ino_t ino;
 	off_t fsize;
-	struct timespec fmtime;
+	struct timespec fmtime, fctime;
 	time_t touched;			/* last atime update, seconds */
 };
 

@@ -32,7 +32,8 @@
 
 #define CHUNK_MAGIC "AFSCHNK1"
 /* Reads this close to where a sequential reader left off still count as in order:
- * the kernel sends readahead requests in parallel, so they arrive a little shuffled. */
+ * the kernel sends readahead requests in parallel, so they arrive a little shuffled.
+ * Capped at two chunks so that reads in distinct chunks never look sequential. */
 #define CHUNK_SEQ_SLACK (4ull << 20)
 /* A reader is sequential after this many reads in order; a few faults of an mmap
  * reader in a row do not make it one. */
@@ -148,6 +149,25 @@ static void chunk_path(const struct cache *c, const char *hex, uint64_t index, c
 		       size_t size)
 {
 	snprintf(path, size, "%s/chunks/%.2s/%s.%" PRIu64, c->dir, hex, hex, index);
+}
+
+/* Whether st is the file last verified. ctime is in it because no user call can
+ * set it back: a write that restores mtime still changes ctime. */
+static int same_file(const struct cache_chunk *ch, const struct stat *st)
+{
+	return ch->ino == st->st_ino && ch->fsize == st->st_size &&
+	       ch->fmtime.tv_sec == st->st_mtim.tv_sec &&
+	       ch->fmtime.tv_nsec == st->st_mtim.tv_nsec &&
+	       ch->fctime.tv_sec == st->st_ctim.tv_sec && ch->fctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+static void remember_file(struct cache_chunk *ch, const struct stat *st)
+{
+	ch->verified = 1;
+	ch->ino = st->st_ino;
+	ch->fsize = st->st_size;
+	ch->fmtime = st->st_mtim;
+	ch->fctime = st->st_ctim;
 }
 
 /* PRESENT -> ABSENT: the file is gone or to be removed by the caller. */
@@ -318,9 +338,7 @@ static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cac
 		goto out;
 	}
 	pthread_mutex_lock(&c->lock);
-	known = ch->verified && ch->ino == st.st_ino && ch->fsize == st.st_size &&
-		ch->fmtime.tv_sec == st.st_mtim.tv_sec &&
-		ch->fmtime.tv_nsec == st.st_mtim.tv_nsec;
+	known = ch->verified && same_file(ch, &st);
 	int touch = now - ch->touched > 60;
 	if (touch)
 		ch->touched = now;
@@ -329,17 +347,20 @@ static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cac
 		ret = chunk_verify(fd, &st, b->hex, ch->index, len);
 		if (ret < 0)
 			goto out;
-		pthread_mutex_lock(&c->lock);
-		ch->verified = 1;
-		ch->ino = st.st_ino;
-		ch->fsize = st.st_size;
-		ch->fmtime = st.st_mtim;
-		pthread_mutex_unlock(&c->lock);
 	}
 	if (touch) {
-		/* atime orders the LRU list again after a restart; mtime stays. */
+		/* atime orders the LRU list again after a restart. It changes ctime too,
+		 * so the identity is taken after it. */
 		struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
-		futimens(fd, ts);
+		if (futimens(fd, ts) == 0 && fstat(fd, &st) < 0) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	if (!known || touch) {
+		pthread_mutex_lock(&c->lock);
+		remember_file(ch, &st);
+		pthread_mutex_unlock(&c->lock);
 	}
 	ret = dst ? read_full(fd, dst, n, (off_t)coff) : 0;
 out:
@@ -447,10 +468,7 @@ static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, c
 		if (got >= 0 && stored == 0) {
 			ch->state = CHUNK_PRESENT;
 			ch->disk_bytes = (uint64_t)st.st_size;
-			ch->verified = 1;
-			ch->ino = st.st_ino;
-			ch->fsize = st.st_size;
-			ch->fmtime = st.st_mtim;
+			remember_file(ch, &st);
 			ch->touched = time(NULL);
 			lru_push(c, ch);
 			c->stats.disk_bytes += ch->disk_bytes;
@@ -705,7 +723,9 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 	if (c->readahead == 0 || c->nworkers == 0)
 		return;
 	pthread_mutex_lock(&f->lock);
-	seq = off + CHUNK_SEQ_SLACK >= f->next_off && off <= f->next_off + CHUNK_SEQ_SLACK;
+	uint64_t slack = 2ull * c->chunk_size < CHUNK_SEQ_SLACK ? 2ull * c->chunk_size
+								: CHUNK_SEQ_SLACK;
+	seq = off + slack >= f->next_off && off <= f->next_off + slack;
 	if (!seq) {
 		f->sequential = 0;
 		f->window = 1;

@@ -117,30 +117,38 @@ const struct reg_file *reg_version_file(const struct reg_version *v, const char 
 	return v->nfiles ? bsearch(&key, v->files, v->nfiles, sizeof(key), file_cmp) : NULL;
 }
 
-/* Drops files whose path is also a folder of another file ("a" and "a/b"). */
-static void drop_clashes(struct reg_version *v, const char *name)
+/* Drops repeated paths and files whose path is also a folder of another file ("a"
+ * and "a/b"): the first pass only marks, so the searches see the whole sorted set. */
+static int drop_clashes(struct reg_version *v, const char *name)
 {
-	size_t o = 0;
 	char buf[PATH_MAX];
+	char *bad = calloc(v->nfiles + 1, 1);
+	size_t o = 0;
 
+	if (!bad)
+		return -ENOMEM;
 	for (size_t i = 0; i < v->nfiles; i++) {
-		struct reg_file *f = &v->files[i];
-		int bad = o > 0 && strcmp(v->files[o - 1].path, f->path) == 0;
-		snprintf(buf, sizeof(buf), "%s", f->path);
-		for (char *s = strchr(buf, '/'); !bad && s; s = strchr(s + 1, '/')) {
+		const char *path = v->files[i].path;
+		bad[i] = i > 0 && strcmp(v->files[i - 1].path, path) == 0;
+		snprintf(buf, sizeof(buf), "%s", path);
+		for (char *s = strchr(buf, '/'); !bad[i] && s; s = strchr(s + 1, '/')) {
 			*s = '\0';
-			bad = reg_version_file(v, buf) != NULL;
+			bad[i] = reg_version_file(v, buf) != NULL;
 			*s = '/';
 		}
-		if (bad) {
+	}
+	for (size_t i = 0; i < v->nfiles; i++) {
+		if (bad[i]) {
 			LOG_WARN("model %s version %d: file '%s' clashes with another entry; "
-				 "skipped", name, v->version, f->path);
-			free(f->path);
+				 "skipped", name, v->version, v->files[i].path);
+			free(v->files[i].path);
 			continue;
 		}
-		v->files[o++] = *f;
+		v->files[o++] = v->files[i];
 	}
 	v->nfiles = o;
+	free(bad);
+	return 0;
 }
 
 static void parse_time(const char *s, struct timespec *out)
@@ -261,7 +269,10 @@ int reg_version_parse(const char *text, size_t len, const char *name, int versio
 	}
 	if (v->nfiles > 1)
 		qsort(v->files, v->nfiles, sizeof(*v->files), file_cmp);
-	drop_clashes(v, name);
+	if (drop_clashes(v, name) < 0) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	*out = v;
 	v = NULL;
 	ret = 0;

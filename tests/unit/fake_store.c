@@ -1,0 +1,254 @@
+/*
+ * fake_store.c: see fake_store.h.
+ */
+#include "fake_store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fake_blob {
+	char *key;
+	char *data;
+	size_t len;
+	char etag[BLOB_ETAG_MAX];
+};
+
+struct fake_store {
+	struct blob_store base;
+	pthread_mutex_t lock;
+	struct fake_blob *blobs;
+	size_t n;
+	unsigned version;
+	unsigned reads, lists, stats;
+	unsigned delay_ms;
+	int fail;
+};
+
+static struct fake_store *fk(struct blob_store *s)
+{
+	return (struct fake_store *)s;
+}
+
+static struct fake_blob *find(struct fake_store *f, const char *key)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (strcmp(f->blobs[i].key, key) == 0)
+			return &f->blobs[i];
+	return NULL;
+}
+
+static int fake_list(struct blob_store *s, const char *prefix, struct blob_list *out)
+{
+	struct fake_store *f = fk(s);
+	size_t plen = strlen(prefix);
+	int ret = 0, any = 0;
+
+	pthread_mutex_lock(&f->lock);
+	f->lists++;
+	if (f->fail) {
+		ret = f->fail;
+		goto out;
+	}
+	for (size_t i = 0; i < f->n && ret == 0; i++) {
+		const char *k = f->blobs[i].key;
+		if (strncmp(k, prefix, plen) != 0)
+			continue;
+		any = 1;
+		const char *rest = k + plen, *slash = strchr(rest, '/');
+		char name[1024];
+		snprintf(name, sizeof(name), "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)),
+			 rest);
+		struct blob_entry e = { .name = name, .is_dir = slash != NULL };
+		int dup = 0;
+		for (size_t j = 0; j < out->count; j++)
+			if (strcmp(out->entries[j].name, name) == 0 && out->entries[j].is_dir == e.is_dir)
+				dup = 1;
+		if (dup)
+			continue;
+		if (!slash) {
+			e.size = f->blobs[i].len;
+			memcpy(e.etag, f->blobs[i].etag, sizeof(e.etag));
+		}
+		ret = blob_list_add(out, &e);
+	}
+	if (!any && plen)
+		ret = -ENOENT;
+out:
+	pthread_mutex_unlock(&f->lock);
+	return ret;
+}
+
+static int fake_stat(struct blob_store *s, const char *key, struct blob_stat *out)
+{
+	struct fake_store *f = fk(s);
+	int ret = 0;
+
+	pthread_mutex_lock(&f->lock);
+	f->stats++;
+	struct fake_blob *b = find(f, key);
+	if (f->fail)
+		ret = f->fail;
+	else if (!b)
+		ret = -ENOENT;
+	else {
+		memset(out, 0, sizeof(*out));
+		out->size = b->len;
+		memcpy(out->etag, b->etag, sizeof(out->etag));
+	}
+	pthread_mutex_unlock(&f->lock);
+	return ret;
+}
+
+static ssize_t fake_read(struct blob_store *s, const char *key, const char *etag, uint64_t off,
+			 size_t len, void *buf)
+{
+	struct fake_store *f = fk(s);
+	ssize_t ret;
+
+	pthread_mutex_lock(&f->lock);
+	f->reads++;
+	unsigned delay = f->delay_ms;
+	pthread_mutex_unlock(&f->lock);
+	if (delay)
+		usleep(delay * 1000);
+	pthread_mutex_lock(&f->lock);
+	struct fake_blob *b = find(f, key);
+	if (f->fail)
+		ret = f->fail;
+	else if (!b)
+		ret = -ENOENT;
+	else if (etag && *etag && strcmp(etag, b->etag) != 0)
+		ret = -ESTALE;
+	else if (off >= b->len)
+		ret = 0;
+	else {
+		size_t n = b->len - off < len ? b->len - off : len;
+		memcpy(buf, b->data + off, n);
+		ret = (ssize_t)n;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return ret;
+}
+
+static void put_locked(struct fake_store *f, const char *key, const void *data, size_t len)
+{
+	struct fake_blob *b = find(f, key);
+	if (!b) {
+		f->blobs = realloc(f->blobs, (f->n + 1) * sizeof(*f->blobs));
+		b = &f->blobs[f->n++];
+		b->key = strdup(key);
+		b->data = NULL;
+	}
+	free(b->data);
+	b->data = malloc(len ? len : 1);
+	memcpy(b->data, data, len);
+	b->len = len;
+	snprintf(b->etag, sizeof(b->etag), "\"v%u\"", ++f->version);
+}
+
+/* Check and write under one lock: the atomicity the real stores give. */
+static int fake_create(struct blob_store *s, const char *key, const void *data, size_t len)
+{
+	struct fake_store *f = fk(s);
+	int ret = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (find(f, key))
+		ret = -EEXIST;
+	else
+		put_locked(f, key, data, len);
+	pthread_mutex_unlock(&f->lock);
+	return ret;
+}
+
+static int fake_replace(struct blob_store *s, const char *key, const char *etag,
+			const void *data, size_t len)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	struct fake_blob *b = find(f, key);
+	int ret = !b ? -ENOENT : strcmp(b->etag, etag) ? -ESTALE : 0;
+	if (ret == 0)
+		put_locked(f, key, data, len);
+	pthread_mutex_unlock(&f->lock);
+	return ret;
+}
+
+static void fake_destroy(struct blob_store *s)
+{
+	struct fake_store *f = fk(s);
+
+	for (size_t i = 0; i < f->n; i++) {
+		free(f->blobs[i].key);
+		free(f->blobs[i].data);
+	}
+	free(f->blobs);
+	free(f->base.id);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+static const struct blob_ops fake_ops = {
+	.name = "fake",
+	.destroy = fake_destroy,
+	.list = fake_list,
+	.stat = fake_stat,
+	.read = fake_read,
+	.create = fake_create,
+	.replace = fake_replace,
+};
+
+struct blob_store *fake_store_create(const char *id)
+{
+	struct fake_store *f = calloc(1, sizeof(*f));
+
+	f->base.ops = &fake_ops;
+	f->base.id = strdup(id);
+	pthread_mutex_init(&f->lock, NULL);
+	return &f->base;
+}
+
+void fake_store_put(struct blob_store *s, const char *key, const void *data, size_t len)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	put_locked(f, key, data, len);
+	pthread_mutex_unlock(&f->lock);
+}
+
+#define FAKE_GETTER(name, field)                          \
+	unsigned name(struct blob_store *s)               \
+	{                                                 \
+		struct fake_store *f = fk(s);             \
+		pthread_mutex_lock(&f->lock);             \
+		unsigned v = f->field;                    \
+		pthread_mutex_unlock(&f->lock);           \
+		return v;                                 \
+	}
+FAKE_GETTER(fake_store_reads, reads)
+FAKE_GETTER(fake_store_lists, lists)
+FAKE_GETTER(fake_store_gets, stats)
+
+void fake_store_set_delay_ms(struct blob_store *s, unsigned ms)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	f->delay_ms = ms;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void fake_store_set_fail(struct blob_store *s, int err)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	f->fail = err;
+	pthread_mutex_unlock(&f->lock);
+}

@@ -1,0 +1,26 @@
+/*
+ * fake_store.h: an in-memory store for unit tests. It counts every call, can delay
+ * reads (so concurrent readers really overlap) and can fail on demand. Not a store
+ * imitation for mount tests: those run against real stores.
+ */
+#ifndef TESTS_FAKE_STORE_H
+#define TESTS_FAKE_STORE_H
+
+#include "../../blob/blob.h"
+
+struct fake_store;
+
+/* A new empty store named id; the blob_store is freed with blob_destroy. */
+struct blob_store *fake_store_create(const char *id);
+/* Puts (or replaces, with a new etag) a blob. */
+void fake_store_put(struct blob_store *s, const char *key, const void *data, size_t len);
+/* Calls so far. */
+unsigned fake_store_reads(struct blob_store *s);
+unsigned fake_store_lists(struct blob_store *s);
+unsigned fake_store_gets(struct blob_store *s); /* stat calls */
+/* Every read sleeps this long first. */
+void fake_store_set_delay_ms(struct blob_store *s, unsigned ms);
+/* Every call fails with err (0: none) until set back. */
+void fake_store_set_fail(struct blob_store *s, int err);
+
+#endif

@@ -1,0 +1,532 @@
+/*
+ * test_cache.c: the chunk cache and the listing/record cache against the fake store.
+ */
+#include "check.h"
+#include "fake_store.h"
+#include "../../cache/cache.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CS 65536u /* chunk size of these tests */
+
+static char *pattern(size_t len, unsigned seed)
+{
+	char *p = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		p[i] = (char)((i * 2654435761u + seed) >> 13);
+	return p;
+}
+
+static struct cache *new_cache(struct blob_store *s, uint64_t max, unsigned workers)
+{
+	struct cache_config cfg = { .dir = check_dir, .max_bytes = max, .chunk_size = CS,
+				    .ttl = 1000, .workers = workers, .readahead = 4 };
+	struct cache *c = NULL;
+	char err[256];
+	int ret = cache_create(&cfg, s, &c, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "cache_create: %s\n", err);
+		exit(2);
+	}
+	return c;
+}
+
+static struct cache_file *open_blob(struct cache *c, const char *key, const char *sha)
+{
+	struct blob_stat st;
+	struct cache_file *f = NULL;
+	if (blob_stat(cache_store(c), key, &st) < 0 ||
+	    cache_file_open(c, key, st.etag, st.size, sha, &f) < 0)
+		return NULL;
+	return f;
+}
+
+/* Finds the one chunk file for index in the cache folder; "" when none. */
+static void chunk_file(unsigned index, char *out, size_t size)
+{
+	char dir[512], suffix[32];
+	snprintf(dir, sizeof(dir), "%s/chunks", check_dir);
+	snprintf(suffix, sizeof(suffix), ".%u", index);
+	out[0] = '\0';
+	DIR *top = opendir(dir);
+	struct dirent *e, *f;
+	while (top && (e = readdir(top))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char sub[1024];
+		snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+		DIR *d = opendir(sub);
+		while (d && (f = readdir(d))) {
+			size_t l = strlen(f->d_name), sl = strlen(suffix);
+			if (l > sl && strcmp(f->d_name + l - sl, suffix) == 0)
+				snprintf(out, size, "%s/%s", sub, f->d_name);
+		}
+		if (d)
+			closedir(d);
+	}
+	if (top)
+		closedir(top);
+}
+
+static void test_miss_fetches_once_hit_fetches_nothing(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(3 * CS + 100, 1), buf[CS];
+	fake_store_put(s, "runs/e/r/m.bin", data, 3 * CS + 100);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "runs/e/r/m.bin", NULL);
+	CHECK(f != NULL);
+	CHECK_EQ(cache_file_read(f, buf, 1000, 10), 1000);
+	CHECK(memcmp(buf, data + 10, 1000) == 0);
+	CHECK_EQ(fake_store_reads(s), 1);
+	CHECK_EQ(cache_file_read(f, buf, 4000, 2000), 4000);
+	CHECK(memcmp(buf, data + 2000, 4000) == 0);
+	CHECK_EQ(fake_store_reads(s), 1);
+	/* across the boundary of chunks 0 and 1: one more fetch, for chunk 1 */
+	CHECK_EQ(cache_file_read(f, buf, 3000, CS - 1000), 3000);
+	CHECK(memcmp(buf, data + CS - 1000, 3000) == 0);
+	CHECK_EQ(fake_store_reads(s), 2);
+	/* the short last chunk, read past the end */
+	CHECK_EQ(cache_file_read(f, buf, 500, 3 * CS), 100);
+	CHECK(memcmp(buf, data + 3 * CS, 100) == 0);
+	CHECK_EQ(cache_file_read(f, buf, 500, 3 * CS + 100), 0);
+	CHECK_EQ(fake_store_reads(s), 3);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(data);
+}
+
+struct reader_arg {
+	struct cache *c;
+	const char *data;
+	int ok;
+};
+
+static void *reader(void *p)
+{
+	struct reader_arg *a = p;
+	char buf[CS];
+	struct cache_file *f = open_blob(a->c, "k", NULL);
+	a->ok = f && cache_file_read(f, buf, CS, 0) == CS && memcmp(buf, a->data, CS) == 0;
+	cache_file_close(f);
+	return NULL;
+}
+
+static void test_concurrent_miss_fetches_once(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(CS, 2);
+	fake_store_put(s, "k", data, CS);
+	fake_store_set_delay_ms(s, 200); /* all eight ask while the first fetch runs */
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	pthread_t t[8];
+	struct reader_arg a[8];
+	for (int i = 0; i < 8; i++) {
+		a[i] = (struct reader_arg){ c, data, 0 };
+		pthread_create(&t[i], NULL, reader, &a[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		CHECK(a[i].ok);
+	}
+	CHECK_EQ(fake_store_reads(s), 1);
+	cache_destroy(c);
+	free(data);
+}
+
+static void test_eviction_keeps_cache_within_bound_lru_first(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(10 * CS, 3), buf[100];
+	struct cache_stats st;
+	fake_store_put(s, "k", data, 10 * CS);
+	/* room for four chunks with their trailers, not five */
+	struct cache *c = new_cache(s, 4 * CS + 4 * 200, 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	for (unsigned i = 0; i < 4; i++)
+		CHECK_EQ(cache_file_read(f, buf, 100, i * CS), 100);
+	CHECK_EQ(fake_store_reads(s), 4);
+	CHECK_EQ(cache_file_read(f, buf, 100, 0), 100); /* chunk 0 is now the newest */
+	CHECK_EQ(fake_store_reads(s), 4);
+	CHECK_EQ(cache_file_read(f, buf, 100, 4 * CS), 100); /* evicts chunk 1 */
+	cache_get_stats(c, &st);
+	CHECK(st.disk_bytes <= 4 * CS + 4 * 200);
+	CHECK_EQ(st.chunks, 4);
+	CHECK_EQ(st.evicted, 1);
+	CHECK_EQ(cache_file_read(f, buf, 100, 0), 100);
+	CHECK_EQ(fake_store_reads(s), 5); /* chunk 0 was kept */
+	CHECK_EQ(cache_file_read(f, buf, 100, CS), 100);
+	CHECK(memcmp(buf, data + CS, 100) == 0);
+	CHECK_EQ(fake_store_reads(s), 6); /* chunk 1 was the one evicted */
+	for (unsigned i = 0; i < 10; i++)
+		CHECK_EQ(cache_file_read(f, buf, 100, i * CS), 100);
+	cache_get_stats(c, &st);
+	CHECK(st.disk_bytes <= 4 * CS + 4 * 200);
+	char path[2048];
+	int files = 0;
+	for (unsigned i = 0; i < 10; i++) {
+		chunk_file(i, path, sizeof(path));
+		files += path[0] != '\0';
+	}
+	CHECK_EQ(files, 4);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(data);
+}
+
+static void damage_and_reread(int how)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(2 * CS, 4), buf[CS];
+	char path[2048];
+	struct cache_stats st;
+	fake_store_put(s, "k", data, 2 * CS);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, CS, 0), CS);
+	chunk_file(0, path, sizeof(path));
+	CHECK(path[0] != '\0');
+	if (how == 0) {
+		CHECK(truncate(path, CS / 2) == 0);
+	} else {
+		/* flip one byte in place and put mtime back as it was */
+		struct stat before;
+		stat(path, &before);
+		int fd = open(path, O_RDWR);
+		char b;
+		CHECK(pread(fd, &b, 1, 777) == 1);
+		b ^= 0x40;
+		CHECK(pwrite(fd, &b, 1, 777) == 1);
+		struct timespec ts[2] = { before.st_atim, before.st_mtim };
+		futimens(fd, ts);
+		close(fd);
+	}
+	memset(buf, 0, sizeof(buf));
+	CHECK_EQ(cache_file_read(f, buf, CS, 0), CS);
+	CHECK(memcmp(buf, data, CS) == 0);
+	CHECK_EQ(fake_store_reads(s), 2);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.damaged, 1);
+	/* a new cache over the damaged-then-mended folder serves it without a fetch */
+	cache_file_close(f);
+	cache_destroy(c);
+	s = fake_store_create("fake://a");
+	fake_store_put(s, "k", data, 2 * CS);
+	c = new_cache(s, 1 << 30, 0);
+	f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, CS, 0), CS);
+	CHECK(memcmp(buf, data, CS) == 0);
+	CHECK_EQ(fake_store_reads(s), 0);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(data);
+}
+
+static void test_truncated_chunk_is_fetched_again(void)
+{
+	damage_and_reread(0);
+}
+
+static void test_corrupted_chunk_is_fetched_again(void)
+{
+	damage_and_reread(1);
+}
+
+static void test_corrupted_chunk_found_by_new_cache(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(CS, 5), buf[CS], path[2048];
+	fake_store_put(s, "k", data, CS);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, CS, 0), CS);
+	cache_file_close(f);
+	cache_destroy(c);
+	chunk_file(0, path, sizeof(path));
+	int fd = open(path, O_WRONLY);
+	CHECK(pwrite(fd, "XXXX", 4, 100) == 4);
+	close(fd);
+	s = fake_store_create("fake://a");
+	fake_store_put(s, "k", data, CS);
+	c = new_cache(s, 1 << 30, 0);
+	f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, CS, 0), CS);
+	CHECK(memcmp(buf, data, CS) == 0);
+	CHECK_EQ(fake_store_reads(s), 1);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(data);
+}
+
+static void test_new_cache_reuses_chunks_on_disk(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(3 * CS, 6), *buf = malloc(3 * CS);
+	fake_store_put(s, "k", data, 3 * CS);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, 3 * CS, 0), 3 * CS);
+	cache_file_close(f);
+	cache_destroy(c);
+	s = fake_store_create("fake://a");
+	fake_store_put(s, "k", data, 3 * CS); /* same content, same etag */
+	c = new_cache(s, 1 << 30, 0);
+	struct cache_stats st;
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.chunks, 3);
+	f = open_blob(c, "k", NULL);
+	memset(buf, 0, 3 * CS);
+	CHECK_EQ(cache_file_read(f, buf, 3 * CS, 0), 3 * CS);
+	CHECK(memcmp(buf, data, 3 * CS) == 0);
+	CHECK_EQ(fake_store_reads(s), 0);
+	cache_file_close(f);
+	cache_destroy(c);
+	/* another store id never sees those chunks */
+	s = fake_store_create("fake://b");
+	fake_store_put(s, "k", data, 3 * CS);
+	c = new_cache(s, 1 << 30, 0);
+	f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, 100, 0), 100);
+	CHECK_EQ(fake_store_reads(s), 1);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(buf);
+	free(data);
+}
+
+static void test_changed_blob_is_a_new_entry_and_old_pin_fails(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *v1 = pattern(2 * CS, 7), *v2 = pattern(2 * CS, 8), buf[100];
+	fake_store_put(s, "k", v1, 2 * CS);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *old = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(old, buf, 100, 0), 100);
+	fake_store_put(s, "k", v2, 2 * CS);
+	struct cache_file *cur = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(cur, buf, 100, 0), 100);
+	CHECK(memcmp(buf, v2, 100) == 0);
+	/* the old open file still reads its cached chunk, never new bytes */
+	CHECK_EQ(cache_file_read(old, buf, 100, 0), 100);
+	CHECK(memcmp(buf, v1, 100) == 0);
+	/* and an uncached chunk of the old version fails rather than mixing */
+	CHECK_EQ(cache_file_read(old, buf, 100, CS), -ESTALE);
+	cache_file_close(old);
+	cache_file_close(cur);
+	cache_destroy(c);
+	free(v1);
+	free(v2);
+}
+
+static void test_store_failure_is_returned_then_recovers(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(CS, 9), buf[100];
+	fake_store_put(s, "k", data, CS);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	fake_store_set_fail(s, -EIO);
+	CHECK_EQ(cache_file_read(f, buf, 100, 0), -EIO);
+	fake_store_set_fail(s, 0);
+	CHECK_EQ(cache_file_read(f, buf, 100, 0), 100);
+	CHECK(memcmp(buf, data, 100) == 0);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(data);
+}
+
+static void sha_hex(const char *data, size_t len, char hex[65])
+{
+	unsigned char md[32];
+	SHA256((const unsigned char *)data, len, md);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+static void test_sha256_checked_when_read_whole(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 3 * CS + 5;
+	char *data = pattern(len, 10), *buf = malloc(len), good[65], bad[65];
+	fake_store_put(s, "k", data, len);
+	sha_hex(data, len, good);
+	memcpy(bad, good, 65);
+	bad[0] = bad[0] == '0' ? '1' : '0';
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "k", good);
+	ssize_t total = 0, n;
+	while ((n = cache_file_read(f, buf + total, 4096, (uint64_t)total)) > 0)
+		total += n;
+	CHECK_EQ(n, 0);
+	CHECK_EQ(total, len);
+	cache_file_close(f);
+	f = open_blob(c, "k", bad);
+	total = 0;
+	while ((n = cache_file_read(f, buf + total, 4096, (uint64_t)total)) > 0)
+		total += n;
+	CHECK_EQ(n, -EIO); /* the read that reaches the end fails */
+	CHECK_EQ(cache_file_read(f, buf, 10, 0), -EIO);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(buf);
+	free(data);
+}
+
+static void test_sequential_reader_prefetches_each_chunk_once(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 12 * CS;
+	char *data = pattern(len, 11), *buf = malloc(len);
+	fake_store_put(s, "k", data, len);
+	fake_store_set_delay_ms(s, 5);
+	struct cache *c = new_cache(s, 1 << 30, 4);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	for (size_t off = 0; off < len; off += 8192)
+		CHECK_EQ(cache_file_read(f, buf + off, 8192, off), 8192);
+	CHECK(memcmp(buf, data, len) == 0);
+	cache_file_close(f);
+	cache_destroy(c); /* joins the workers */
+	CHECK_EQ(fake_store_reads(s), 12);
+	free(buf);
+	free(data);
+}
+
+static void test_random_reader_fetches_only_what_it_touches(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 16 * CS;
+	char *data = pattern(len, 12), buf[4096];
+	fake_store_put(s, "k", data, len);
+	struct cache *c = new_cache(s, 1 << 30, 4);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	const unsigned chunks[] = { 9, 2, 14, 5 };
+	for (int i = 0; i < 4; i++) {
+		CHECK_EQ(cache_file_read(f, buf, 4096, chunks[i] * CS + 100), 4096);
+		CHECK(memcmp(buf, data + chunks[i] * CS + 100, 4096) == 0);
+	}
+	cache_file_close(f);
+	cache_destroy(c);
+	CHECK_EQ(fake_store_reads(s), 4);
+	free(data);
+}
+
+static void test_listing_is_cached_and_served_offline(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	struct cache_listing *l = NULL;
+	fake_store_put(s, "runs/e/r1/a.txt", "a", 1);
+	fake_store_put(s, "runs/e/r1/b.txt", "bb", 2);
+	fake_store_put(s, "runs/e/r2/c.txt", "c", 1);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	CHECK_EQ(cache_list(c, "runs/e/", &l), 0);
+	CHECK_EQ(l->list.count, 2);
+	CHECK(cache_listing_find(l, "r1") && cache_listing_find(l, "r1")->is_dir);
+	cache_listing_unref(l);
+	CHECK_EQ(cache_list(c, "runs/e/r1/", &l), 0);
+	CHECK_EQ(l->list.count, 2);
+	CHECK_EQ(cache_listing_find(l, "b.txt")->size, 2);
+	cache_listing_unref(l);
+	CHECK_EQ(cache_list(c, "runs/e/", &l), 0); /* within the TTL: no store call */
+	cache_listing_unref(l);
+	CHECK_EQ(fake_store_lists(s), 2);
+	CHECK_EQ(cache_list(c, "runs/none/", &l), -ENOENT);
+	cache_destroy(c);
+	/* a new cache whose store fails serves the listings it kept on disk */
+	s = fake_store_create("fake://a");
+	fake_store_set_fail(s, -EIO);
+	c = new_cache(s, 1 << 30, 0);
+	CHECK_EQ(cache_list(c, "runs/e/r1/", &l), 0);
+	CHECK(l && l->list.count == 2 && strcmp(l->list.entries[0].name, "a.txt") == 0);
+	cache_listing_unref(l);
+	CHECK_EQ(cache_list(c, "runs/other/", &l), -EIO); /* never seen: the failure */
+	cache_destroy(c);
+}
+
+static void test_immutable_record_served_from_disk(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *d = NULL;
+	size_t len = 0;
+	fake_store_put(s, "registry/m/1.json", "{\"x\":1}", 7);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	CHECK_EQ(cache_record(c, "registry/m/1.json", 1, &d, &len), 0);
+	CHECK(len == 7 && strcmp(d, "{\"x\":1}") == 0);
+	free(d);
+	CHECK_EQ(cache_record(c, "registry/m/2.json", 1, &d, &len), -ENOENT);
+	cache_destroy(c);
+	s = fake_store_create("fake://a");
+	c = new_cache(s, 1 << 30, 0);
+	CHECK_EQ(cache_record(c, "registry/m/1.json", 1, &d, &len), 0);
+	CHECK(d && strcmp(d, "{\"x\":1}") == 0);
+	free(d);
+	CHECK_EQ(fake_store_gets(s), 0);
+	cache_destroy(c);
+}
+
+static void test_mutable_record_refreshes_after_ttl(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	struct cache_config cfg = { .dir = check_dir, .max_bytes = 1 << 20, .chunk_size = CS,
+				    .ttl = 0 };
+	struct cache *c = NULL;
+	char err[200], *d = NULL;
+	size_t len;
+	fake_store_put(s, "registry/m/aliases.json", "{\"p\":1}", 7);
+	CHECK_EQ(cache_create(&cfg, s, &c, err, sizeof(err)), 0);
+	CHECK_EQ(cache_record(c, "registry/m/aliases.json", 0, &d, &len), 0);
+	CHECK(strcmp(d, "{\"p\":1}") == 0);
+	free(d);
+	fake_store_put(s, "registry/m/aliases.json", "{\"p\":2}", 7);
+	CHECK_EQ(cache_record(c, "registry/m/aliases.json", 0, &d, &len), 0);
+	CHECK(strcmp(d, "{\"p\":2}") == 0);
+	free(d);
+	/* the store fails: the last copy is served */
+	fake_store_set_fail(s, -EIO);
+	CHECK_EQ(cache_record(c, "registry/m/aliases.json", 0, &d, &len), 0);
+	CHECK(d && strcmp(d, "{\"p\":2}") == 0);
+	free(d);
+	cache_destroy(c);
+}
+
+static void test_cache_folder_is_private(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char dir[400];
+	snprintf(dir, sizeof(dir), "%s/sub/cache", check_dir);
+	struct cache_config cfg = { .dir = dir, .max_bytes = 1 << 20 };
+	struct cache *c = NULL;
+	char err[200];
+	CHECK_EQ(cache_create(&cfg, s, &c, err, sizeof(err)), 0);
+	struct stat st;
+	CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700);
+	cache_destroy(c);
+}
+
+int main(void)
+{
+	RUN(test_miss_fetches_once_hit_fetches_nothing);
+	RUN(test_concurrent_miss_fetches_once);
+	RUN(test_eviction_keeps_cache_within_bound_lru_first);
+	RUN(test_truncated_chunk_is_fetched_again);
+	RUN(test_corrupted_chunk_is_fetched_again);
+	RUN(test_corrupted_chunk_found_by_new_cache);
+	RUN(test_new_cache_reuses_chunks_on_disk);
+	RUN(test_changed_blob_is_a_new_entry_and_old_pin_fails);
+	RUN(test_store_failure_is_returned_then_recovers);
+	RUN(test_sha256_checked_when_read_whole);
+	RUN(test_sequential_reader_prefetches_each_chunk_once);
+	RUN(test_random_reader_fetches_only_what_it_touches);
+	RUN(test_listing_is_cached_and_served_offline);
+	RUN(test_immutable_record_served_from_disk);
+	RUN(test_mutable_record_refreshes_after_ttl);
+	RUN(test_cache_folder_is_private);
+	CHECK_DONE();
+}
