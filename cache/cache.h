@@ -88,7 +88,8 @@ void cache_forget_listing(struct cache *c, const char *prefix);
 /*
  * Opens the blob key at etag for reading through the cache. sha256 (64 hex digits)
  * or NULL: when given, a file read whole in order is checked against it, and the
- * read that reaches the end fails with -EIO on a mismatch.
+ * read that reaches the end fails with -EBADMSG on a mismatch (logged by the cache),
+ * as does every later read of that open file.
  */
 int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t size,
 		    const char *sha256, struct cache_file **out);

@@ -789,7 +789,8 @@ static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t o
 
 /*
  * Extends the in-order hash with [off, off+n) and, at the end of the blob, compares.
- * Called with f->lock held. Returns -EIO on a mismatch (then and for every later read).
+ * Called with f->lock held. Returns -EBADMSG on a mismatch (then and for every later
+ * read), logged here once.
  */
 static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t off)
 {
@@ -797,7 +798,7 @@ static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t o
 	int ret = 0;
 
 	if (f->hash_state != 0)
-		return f->hash_state < 0 ? -EIO : 0;
+		return f->hash_state < 0 ? -EBADMSG : 0;
 	if (off <= f->hash_off && off + n > f->hash_off) {
 		EVP_DigestUpdate(f->sha, buf + (f->hash_off - off), off + n - f->hash_off);
 		f->hash_off = off + n;
@@ -824,7 +825,7 @@ static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t o
 			f->hash_state = -1;
 			LOG_ERROR("%s: the bytes read do not match the registered sha256",
 				  f->blob->key);
-			ret = -EIO;
+			ret = -EBADMSG;
 		}
 	}
 	return ret;
@@ -842,7 +843,7 @@ ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t of
 		len = (size_t)(size - off);
 	if (f->sha) {
 		pthread_mutex_lock(&f->lock);
-		ret = f->hash_state < 0 ? -EIO : 0;
+		ret = f->hash_state < 0 ? -EBADMSG : 0;
 		pthread_mutex_unlock(&f->lock);
 		if (ret < 0)
 			return ret;

@@ -748,6 +748,8 @@ int fs_errno(struct fs *fs, int err, const char *path)
 		return err;
 	case -ENAMETOOLONG:
 		return -ENOENT; /* a path longer than the store can hold is not there */
+	case -EBADMSG:
+		return -EIO; /* integrity failure, logged where it was found */
 	case -EACCES:
 		if (err_log_ok(fs, &quiet))
 			LOG_ERROR("%s: the store refused access (%u more failures not logged)",

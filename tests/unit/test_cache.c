@@ -370,8 +370,8 @@ static void test_sha256_checked_when_read_whole(void)
 	total = 0;
 	while ((n = cache_file_read(f, buf + total, 4096, (uint64_t)total)) > 0)
 		total += n;
-	CHECK_EQ(n, -EIO); /* the read that reaches the end fails */
-	CHECK_EQ(cache_file_read(f, buf, 10, 0), -EIO);
+	CHECK_EQ(n, -EBADMSG); /* the read that reaches the end fails */
+	CHECK_EQ(cache_file_read(f, buf, 10, 0), -EBADMSG);
 	cache_file_close(f);
 	cache_destroy(c);
 	free(buf);
