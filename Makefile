@@ -16,7 +16,8 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 B := build
-BLOB_SRC := blob/blob.c blob/local.c blob/log.c
+BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c \
+	    blob/azure_auth.c blob/azure_xml.c
 CACHE_SRC := cache/cache.c cache/chunk.c cache/meta.c cache/crc32c.c
 FS_SRC := fs/tree.c fs/ops.c fs/registry.c
 LIB_SRC := $(BLOB_SRC) $(CACHE_SRC) $(FS_SRC)

@@ -11,12 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-int blob_open(const char *url, struct blob_store **out, char *err, size_t errlen)
+int blob_open(const char *url, const struct blob_options *opt, struct blob_store **out,
+	      char *err, size_t errlen)
 {
+	static const struct blob_options defaults = { .timeout_s = 60 };
+
 	*out = NULL;
+	if (!opt)
+		opt = &defaults;
 	if (strncmp(url, "file://", 7) == 0)
 		return blob_local_open(url, out, err, errlen);
-	snprintf(err, errlen, "unsupported store URL '%.200s' (expected file:///abs/path)", url);
+	if (strncmp(url, "wasbs://", 8) == 0 || strncmp(url, "wasb://", 7) == 0 ||
+	    strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0)
+		return blob_azure_open(url, opt, out, err, errlen);
+	snprintf(err, errlen, "unsupported store URL '%.200s' (expected file:///abs/path, "
+		 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX or "
+		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX)", url);
 	return -EINVAL;
 }
 
@@ -24,6 +34,9 @@ int blob_check(struct blob_store *s, char *err, size_t errlen)
 {
 	struct blob_list l;
 	int ret;
+
+	if (s->ops->check)
+		return s->ops->check(s, err, errlen);
 
 	blob_list_init(&l);
 	ret = blob_list(s, "", &l);

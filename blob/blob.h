@@ -74,6 +74,8 @@ struct blob_ops {
 	 * -ENOENT when it is gone. */
 	int (*replace)(struct blob_store *s, const char *key, const char *etag,
 		       const void *data, size_t len);
+	/* Optional: checks that the store answers, with one line into err. */
+	int (*check)(struct blob_store *s, char *err, size_t errlen);
 };
 
 /* The common head of every backend's store struct. */
@@ -84,12 +86,21 @@ struct blob_store {
 	char *id;
 };
 
+/* How remote stores behave; fixed at open. */
+struct blob_options {
+	unsigned timeout_s;	/* deadline of one operation, retries included; 0 = 60 */
+	int insecure;		/* do not verify TLS certificates (warns) */
+};
+
 /*
- * Opens the store named by url (file://, ...). On failure returns -errno and writes
- * one line saying what is wrong into err (never a secret). The caller frees the
- * store with blob_destroy(). Does no network I/O: use blob_check() for that.
+ * Opens the store named by url (file://, wasbs://, https://, http://). Credentials
+ * come from the environment (see the backend). opt may be NULL for the defaults. On
+ * failure returns -errno and writes one line saying what is wrong into err (never a
+ * secret). The caller frees the store with blob_destroy(). Does no network I/O: use
+ * blob_check() for that.
  */
-int blob_open(const char *url, struct blob_store **out, char *err, size_t errlen);
+int blob_open(const char *url, const struct blob_options *opt, struct blob_store **out,
+	      char *err, size_t errlen);
 
 /* Checks that the store answers (and the credentials work). On failure writes one
  * line into err and returns -errno. */

@@ -9,5 +9,7 @@
 /* Each backend's constructor: url is the whole STORE argument. Same contract as
  * blob_open(). */
 int blob_local_open(const char *url, struct blob_store **out, char *err, size_t errlen);
+int blob_azure_open(const char *url, const struct blob_options *opt, struct blob_store **out,
+		    char *err, size_t errlen);
 
 #endif

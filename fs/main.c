@@ -40,13 +40,21 @@ static const char usage[] =
 	"cached tree: MOUNT/runs/<experiment>/<run>/..., MOUNT/models/<name>/<version>/...,\n"
 	"MOUNT/models/<name>/latest and one symlink per alias. Unmount with fusermount3 -u.\n"
 	"\n"
-	"STORE: file:///abs/path (a local folder)\n"
+	"STORE: file:///abs/path (a local folder),\n"
+	"       wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX,\n"
+	"       https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX,\n"
+	"       http://127.0.0.1:10000/devstoreaccount1/CONTAINER/PREFIX (Azurite)\n"
+	"Azure credentials from the environment, first found wins:\n"
+	"  AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY,\n"
+	"  AZURE_STORAGE_SAS_TOKEN; none: anonymous access\n"
 	"\n"
 	"mount options (also as -o name=value, e.g. -o cache_size=20G):\n"
 	"  --cache-dir DIR     chunk cache folder (default /var/cache/artifactfs for root,\n"
 	"                      else $XDG_CACHE_HOME/artifactfs)\n"
 	"  --cache-size SIZE   bound on the cache, e.g. 20G (default 20G)\n"
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
+	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
+	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
 	"  -f                  stay in the foreground (log to stderr)\n"
 	"  -d                  debug log (implies -f)\n"
 	"  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n";
@@ -109,10 +117,11 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 	return 0;
 }
 
-static int open_store(const char *url, struct blob_store **s)
+static int open_store(const char *url, const struct blob_options *opt,
+		      struct blob_store **s)
 {
 	char err[512];
-	int ret = blob_open(url, s, err, sizeof(err));
+	int ret = blob_open(url, opt, s, err, sizeof(err));
 
 	if (ret == 0 && (ret = blob_check(*s, err, sizeof(err))) < 0) {
 		blob_destroy(*s);
@@ -130,6 +139,8 @@ struct mount_opts {
 	char *cache_size;
 	char *ttl;
 	char *chunk_size;
+	char *timeout;
+	int insecure;
 	char *stores[3];
 	int nstores;
 	int foreground;
@@ -148,6 +159,10 @@ static const struct fuse_opt mount_spec[] = {
 	MOPT("cache-size", cache_size),
 	MOPT("ttl", ttl),
 	MOPT("chunk-size", chunk_size),
+	MOPT("timeout", timeout),
+	{ "--insecure", offsetof(struct mount_opts, insecure), 1 },
+	{ "insecure", offsetof(struct mount_opts, insecure), 1 },
+	{ "timeout=%s", offsetof(struct mount_opts, timeout), 0 },
 	{ "cache_dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
 	{ "cache-dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
 	{ "cache_size=%s", offsetof(struct mount_opts, cache_size), 0 },
@@ -249,6 +264,11 @@ int fs_mount_main(int argc, char **argv)
 		fail("bad --ttl '%s' (expected seconds)", o.ttl);
 		goto out;
 	}
+	struct blob_options bo = { .timeout_s = 60, .insecure = o.insecure };
+	if (o.timeout && (parse_uint(o.timeout, 86400, &bo.timeout_s) < 0 || !bo.timeout_s)) {
+		fail("bad --timeout '%s' (expected seconds)", o.timeout);
+		goto out;
+	}
 	if (o.chunk_size) {
 		uint64_t cs;
 		if (parse_size(o.chunk_size, &cs) < 0 || cs < 4096 || cs > (64u << 20)) {
@@ -263,7 +283,7 @@ int fs_mount_main(int argc, char **argv)
 		     errno && !S_ISDIR(st.st_mode) ? strerror(errno) : "not a directory");
 		goto out;
 	}
-	if (open_store(o.stores[0], &store) < 0)
+	if (open_store(o.stores[0], &bo, &store) < 0)
 		goto out;
 	cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
 	if (!cache_dir) {
@@ -345,6 +365,7 @@ out:
 	free(o.cache_size);
 	free(o.ttl);
 	free(o.chunk_size);
+	free(o.timeout);
 	for (int i = 0; i < o.nstores && i < 3; i++)
 		free(o.stores[i]);
 	return ret;
@@ -355,6 +376,7 @@ out:
 static int cmd_register(int argc, char **argv)
 {
 	const char *pos[3], **tags = NULL, **aliases = NULL, *desc = NULL;
+	struct blob_options bo = { .timeout_s = 60 };
 	struct blob_store *s = NULL;
 	size_t ntags = 0, naliases = 0;
 	int npos = 0, ret = EXIT_USAGE, version;
@@ -366,9 +388,13 @@ static int cmd_register(int argc, char **argv)
 		goto out;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *val = NULL;
-		const char *opts[] = { "--alias", "--description", "--tag" };
+		const char *opts[] = { "--alias", "--description", "--tag", "--timeout" };
 		int which = -1;
-		for (int k = 0; k < 3; k++) {
+		if (strcmp(a, "--insecure") == 0) {
+			bo.insecure = 1;
+			continue;
+		}
+		for (int k = 0; k < 4; k++) {
 			size_t l = strlen(opts[k]);
 			if (strcmp(a, opts[k]) == 0) {
 				if (i + 1 >= argc) {
@@ -392,6 +418,11 @@ static int cmd_register(int argc, char **argv)
 			desc = val;
 		} else if (which == 2) {
 			tags[ntags++] = val;
+		} else if (which == 3) {
+			if (parse_uint(val, 86400, &bo.timeout_s) < 0 || !bo.timeout_s) {
+				ret = fail("bad --timeout '%s' (expected seconds)", val);
+				goto out;
+			}
 		} else if (a[0] == '-' && a[1]) {
 			ret = fail("unknown option '%s' (see artifactfs --help)", a);
 			goto out;
@@ -411,7 +442,7 @@ static int cmd_register(int argc, char **argv)
 			   pos[1]);
 		goto out;
 	}
-	if (open_store(pos[0], &s) < 0)
+	if (open_store(pos[0], &bo, &s) < 0)
 		goto out;
 	struct reg_request req = { pos[1], pos[2], desc, tags, ntags };
 	if (reg_register(s, &req, &version, err, sizeof(err)) < 0) {
@@ -438,6 +469,7 @@ out:
 static int cmd_alias(int argc, char **argv)
 {
 	const char *pos[4];
+	struct blob_options bo = { .timeout_s = 60 };
 	struct blob_store *s = NULL;
 	int npos = 0, del = 0, version = 0, ret = EXIT_USAGE;
 	char err[512];
@@ -445,6 +477,12 @@ static int cmd_alias(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--delete") == 0)
 			del = 1;
+		else if (strcmp(argv[i], "--insecure") == 0)
+			bo.insecure = 1;
+		else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+			if (parse_uint(argv[++i], 86400, &bo.timeout_s) < 0 || !bo.timeout_s)
+				return fail("bad --timeout '%s' (expected seconds)", argv[i]);
+		}
 		else if (argv[i][0] == '-' && argv[i][1])
 			return fail("unknown option '%s' (see artifactfs --help)", argv[i]);
 		else if (npos < 4)
@@ -461,7 +499,7 @@ static int cmd_alias(int argc, char **argv)
 		return fail("bad alias '%s' (a name, not all digits, not 'latest')", pos[2]);
 	if (!del && (version = reg_version_name(pos[3])) < 0)
 		return fail("bad version '%s' (expected a version number such as 3)", pos[3]);
-	if (open_store(pos[0], &s) < 0)
+	if (open_store(pos[0], &bo, &s) < 0)
 		return EXIT_USAGE;
 	if (reg_alias_set(s, pos[1], pos[2], version, err, sizeof(err)) < 0)
 		ret = fail("%s", err);

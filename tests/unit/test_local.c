@@ -14,7 +14,7 @@ static struct blob_store *open_here(void)
 	char url[400], err[256];
 	struct blob_store *s = NULL;
 	snprintf(url, sizeof(url), "file://%s", check_dir);
-	CHECK_EQ(blob_open(url, &s, err, sizeof(err)), 0);
+	CHECK_EQ(blob_open(url, NULL, &s, err, sizeof(err)), 0);
 	return s;
 }
 
@@ -33,11 +33,11 @@ static void test_bad_urls_are_refused_with_a_message(void)
 {
 	struct blob_store *s = NULL;
 	char err[256] = "";
-	CHECK_EQ(blob_open("file://relative/path", &s, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(blob_open("file://relative/path", NULL, &s, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "absolute") != NULL);
-	CHECK_EQ(blob_open("file:///no/such/store/here", &s, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(blob_open("file:///no/such/store/here", NULL, &s, err, sizeof(err)), -ENOENT);
 	CHECK(strstr(err, "/no/such/store/here") != NULL);
-	CHECK_EQ(blob_open("ftp://x/y", &s, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(blob_open("ftp://x/y", NULL, &s, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "unsupported") != NULL);
 }
 

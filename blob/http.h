@@ -1,0 +1,82 @@
+/*
+ * http.h: the HTTP layer shared by every remote backend (private to blob/).
+ *
+ * One struct http per store: a pool of curl easy handles (each keeps its connections
+ * alive between requests) and a share handle for DNS, TLS sessions and the
+ * connection cache. http_do() runs one operation: it retries transient failures
+ * (connection errors, resets, stalls, truncated bodies, 408/429/5xx) with exponential
+ * backoff and full jitter, honours Retry-After, and gives up at the operation's
+ * deadline, so no request waits forever.
+ *
+ * Thread-safe: any number of threads may call http_do() at once.
+ */
+#ifndef BLOB_HTTP_H
+#define BLOB_HTTP_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blob.h"
+
+struct http;
+
+/* Builds the headers of one attempt (fresh date and signature); returns 0 or -errno.
+ * The list is freed by http_do. */
+typedef int (*http_sign_fn)(void *ctx, struct curl_slist **headers);
+
+struct http_request {
+	const char *method;		/* "GET", "HEAD", "PUT" */
+	const char *url;		/* may hold a SAS token: never logged */
+	const char *what;		/* what to name in logs: no secret */
+	http_sign_fn sign;
+	void *sign_ctx;
+	const void *body;		/* PUT body */
+	size_t body_len;
+	void *buf;			/* GET: the body goes here, at most buf_cap bytes */
+	size_t buf_cap;			/* 0: the body is kept in response.body (bounded) */
+	size_t body_max;		/* bound on a kept body */
+	int check_range;		/* a 206 must start at range_start */
+	uint64_t range_start;
+	unsigned deadline_ms;		/* 0: the store's deadline */
+	int quiet;			/* no log line on giving up (the caller reports) */
+	char *errbuf;			/* if set: why the last attempt failed */
+	size_t errlen;
+};
+
+struct http_response {
+	long status;
+	char etag[BLOB_ETAG_MAX];	/* quoted, as the header gives it */
+	uint64_t content_length;
+	int has_length;
+	char last_modified[64];
+	char error_code[64];		/* x-ms-error-code, or the <Code> of the body */
+	uint64_t range_start;		/* from Content-Range */
+	int has_range;
+	size_t received;		/* bytes written into buf */
+	char *body;			/* owned: the kept body, NUL-terminated */
+	size_t body_len;
+};
+
+struct http_config {
+	unsigned deadline_ms;		/* per operation, retries included */
+	unsigned connect_timeout_ms;
+	unsigned stall_ms;		/* no byte for this long: the attempt fails */
+	int insecure;			/* do not verify TLS certificates */
+};
+
+int http_create(const struct http_config *cfg, struct http **out);
+void http_destroy(struct http *h);
+
+/*
+ * Runs req until it gets an answer that is not transient, or the deadline passes.
+ * Returns 0 with resp filled (any HTTP status: the caller maps it), -EIO when no
+ * answer came in time, -ENOMEM. The caller frees resp->body with http_response_release.
+ */
+int http_do(struct http *h, const struct http_request *req, struct http_response *resp);
+void http_response_release(struct http_response *resp);
+
+/* Percent-encodes s (RFC 3986 unreserved kept; '/' kept when keep_slash). Caller frees. */
+char *http_escape(const char *s, int keep_slash);
+
+#endif
