@@ -130,6 +130,7 @@ static uint64_t now_ms(void)
 /* ---- one attempt ---- */
 
 struct attempt {
+	CURL *c;
 	const struct http_request *req;
 	struct http_response *resp;
 	size_t sent;			/* PUT body bytes handed to curl */
@@ -211,7 +212,11 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	const struct http_request *q = a->req;
 	size_t len = size * n;
 
-	if (q->buf) {
+	long status = 0;
+	curl_easy_getinfo(a->c, CURLINFO_RESPONSE_CODE, &status);
+	/* only a success's body goes to the caller's buffer; an error's is kept (small)
+	 * for its error code */
+	if (q->buf && status >= 200 && status < 300) {
 		if (r->received + len > q->buf_cap) {
 			a->overflow = 1;
 			return 0; /* aborts the transfer */
@@ -220,7 +225,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 		r->received += len;
 		return len;
 	}
-	size_t max = q->body_max ? q->body_max : (1u << 20);
+	size_t max = q->body_max && !q->buf ? q->body_max : (1u << 20);
 	if (r->body_len + len > max) {
 		a->overflow = 1;
 		return 0;
@@ -287,7 +292,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	if (!c)
 		return -ENOMEM;
 	for (;;) {
-		struct attempt a = { .req = req, .resp = resp };
+		struct attempt a = { .c = c, .req = req, .resp = resp };
 		struct curl_slist *headers = NULL;
 		uint64_t now = now_ms();
 		if (now >= deadline)

@@ -8,8 +8,10 @@ announce with `mount.expect_log(pattern)`.
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,10 +35,15 @@ def is_mounted(path):
         return any(line.split()[1] == path for line in f)
 
 
-def run_cli(*args, check=True, env=None):
-    """Runs the artifactfs command line; returns the CompletedProcess."""
+def run_cli(*args, check=True, store=None, env=None):
+    """Runs the artifactfs command line (with the store's credentials in the
+    environment); returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    if store is not None:
+        full_env.update(store.env)
+    full_env.update(env or {})
     p = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
-                       timeout=120, env=env)
+                       timeout=120, env=full_env)
     if check and p.returncode != 0:
         raise AssertionError(f"artifactfs {' '.join(map(str, args))} failed "
                              f"({p.returncode}): {p.stderr}")
@@ -44,7 +51,19 @@ def run_cli(*args, check=True, env=None):
 
 
 class Store:
-    """A local store folder with helpers to lay out runs and registry records."""
+    """What every kind of store offers the tests: lay out blobs, read them back."""
+    env = {}
+
+    def register(self, name, source, *extra):
+        return int(run_cli("register", self.url, name, source, *extra,
+                           store=self).stdout.strip())
+
+    def alias(self, *args):
+        return run_cli("alias", self.url, *args, store=self)
+
+
+class LocalStore(Store):
+    kind = "local"
 
     def __init__(self, root: Path):
         self.root = root
@@ -52,18 +71,101 @@ class Store:
         root.mkdir(parents=True, exist_ok=True)
 
     def put(self, key, data):
+        """Writes a blob whole and atomically (a new file renamed into place)."""
         p = self.root / key
         p.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, str):
             data = data.encode()
-        p.write_bytes(data)
-        return p
+        tmp = p.parent / f".put-{os.getpid()}-{p.name}"
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
 
-    def path(self, key):
-        return self.root / key
+    def get(self, key):
+        return (self.root / key).read_bytes()
 
-    def register(self, name, source, *extra):
-        return int(run_cli("register", self.url, name, source, *extra).stdout.strip())
+    def etag(self, key):
+        st = os.stat(self.root / key)
+        return '"%x-%x-%x.%09d"' % (st.st_ino, st.st_size, st.st_mtime_ns // 10**9,
+                                    st.st_mtime_ns % 10**9)
+
+    def mtime(self, key):
+        return os.stat(self.root / key).st_mtime_ns // 10**9
+
+
+class AzureStore(Store):
+    kind = "azure"
+
+    def __init__(self, port, container):
+        from azure_client import AzureClient
+        self.client = AzureClient("127.0.0.1", port)
+        self.container = container
+        self.client.create_container(container)
+        self.url = f"http://127.0.0.1:{port}/devstoreaccount1/{container}"
+        self.env = {"AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+
+    def put(self, key, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.client.put(self.container, key, data)
+
+    def get(self, key):
+        return self.client.get(self.container, key)
+
+    def etag(self, key):
+        return self.client.etag(self.container, key)
+
+    def mtime(self, key):
+        from email.utils import parsedate_to_datetime
+        st, h, _ = self.client._request("HEAD", f"/{self.container}/{key}")
+        return int(parsedate_to_datetime(h["last-modified"]).timestamp())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite on a free loopback port for the whole session, stopped by its PID."""
+    azurite_bin = subprocess.run([str(ROOT / "scripts/install-azurite")], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    where = tmp_path_factory.mktemp("azurite")
+    log = open(where / "azurite.log", "wb")
+    proc = subprocess.Popen(
+        [azurite_bin, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+         str(where), "--silent", "--loose", "--skipApiVersionCheck", "--disableTelemetry"],
+        stdout=log, stderr=subprocess.STDOUT)
+
+    def answers():
+        if proc.poll() is not None:
+            raise AssertionError(f"azurite exited: {(where / 'azurite.log').read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    try:
+        wait_for(answers, 60, "azurite")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(params=["local", "azure"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    port = request.getfixturevalue("azurite")
+    return AzureStore(port, f"t{uuid.uuid4().hex[:16]}")
 
 
 class Mount:
@@ -75,6 +177,7 @@ class Mount:
         self.logfile = path.parent / f"{path.name}.log"
         self.proc = None
         self.expected = []
+        self.env = {}
 
     def start(self):
         self.path.mkdir(parents=True, exist_ok=True)
@@ -82,7 +185,8 @@ class Mount:
         self.proc = subprocess.Popen(
             [str(BIN), "mount", self.store.url, str(self.path), "--cache-dir",
              str(self.cache_dir), "-f", *self.args],
-            stdout=self.log_fh, stderr=subprocess.STDOUT)
+            stdout=self.log_fh, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.store.env, **self.env})
 
         def up():
             if self.proc.poll() is not None:
@@ -131,16 +235,12 @@ class Mount:
 
 
 @pytest.fixture
-def store(tmp_path):
-    return Store(tmp_path / "store")
-
-
-@pytest.fixture
 def make_mount(tmp_path):
     mounts = []
 
-    def make(store, *args, cache_dir=None, name="mnt"):
+    def make(store, *args, cache_dir=None, name="mnt", env=None):
         m = Mount(store, tmp_path / name, cache_dir or (tmp_path / "cache"), args)
+        m.env = env or {}
         mounts.append(m)
         return m.start()
     yield make

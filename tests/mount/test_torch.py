@@ -1,14 +1,13 @@
 """PyTorch through the mount: what deployment and training nodes do with it.
 
-Each object is saved into the store's run folder, registered, and loaded both through
-the mount (plain paths: runs/..., models/<name>/<version>/..., models/<name>/latest/...)
-and from the store's own file; the two must be equal.
+Each object is saved to a local file, uploaded into the store's run folder, registered,
+and loaded both through the mount (plain paths: runs/..., models/<name>/<version>/...,
+models/<name>/latest/...) and from the local file; the two must be equal.
 """
 import pytest
 
 import torch  # Debian's python3-torch: the tests run with /usr/bin/python3
 
-from conftest import run_cli  # noqa: E402
 
 
 def equal(a, b):
@@ -32,11 +31,11 @@ class Net(torch.nn.Module):
 
 
 @pytest.fixture
-def model_store(store):
+def model_store(store, tmp_path):
     torch.manual_seed(7)
     net = Net()
-    out = store.root / "runs/pytorch-birds/run-42/outputs"
-    out.mkdir(parents=True)
+    out = tmp_path / "saved"
+    out.mkdir()
     torch.save(net.state_dict(), out / "model.pth")
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     net(torch.randn(4, 256)).sum().backward()
@@ -44,6 +43,8 @@ def model_store(store):
     torch.save({"epoch": 7, "model": net.state_dict(), "optimizer": opt.state_dict(),
                 "loss": 0.25, "big": torch.randn(3_000_000)}, out / "checkpoint.pt")
     torch.jit.script(net).save(str(out / "scripted.pt"))
+    for f in out.iterdir():
+        store.put(f"runs/pytorch-birds/run-42/outputs/{f.name}", f.read_bytes())
     assert store.register("pt-dnn", "runs/pytorch-birds/run-42/outputs/",
                           "--alias", "production") == 1
     store.out = out
@@ -82,16 +83,19 @@ def test_torch_jit_load_scripted_model(model_store, make_mount):
     assert equal(dict(got.state_dict()), dict(want.state_dict()))
 
 
-def test_fine_tune_from_registered_model_and_register_result(model_store, make_mount):
+def test_fine_tune_from_registered_model_and_register_result(model_store, make_mount,
+                                                             tmp_path):
     """A training node resumes from a registered model and its run gets registered."""
     m = make_mount(model_store, "--ttl", "1")
     net = Net()
     net.load_state_dict(torch.load(m / "models/pt-dnn/production/model.pth"))
-    out = model_store.root / "runs/pytorch-birds/run-43/outputs"
-    out.mkdir(parents=True)
-    torch.save(net.state_dict(), out / "model.pth")
+    with torch.no_grad():
+        net.fc2.bias += 1
+    torch.save(net.state_dict(), tmp_path / "tuned.pth")
+    model_store.put("runs/pytorch-birds/run-43/outputs/model.pth",
+                    (tmp_path / "tuned.pth").read_bytes())
     assert model_store.register("pt-dnn", "runs/pytorch-birds/run-43/outputs/") == 2
-    run_cli("alias", model_store.url, "pt-dnn", "staging", "2")
+    model_store.alias("pt-dnn", "staging", "2")
     from conftest import wait_for
     import os
     wait_for(lambda: os.path.lexists(m / "models/pt-dnn/staging"), 10, "staging alias")
