@@ -351,6 +351,9 @@ def test_xattrs_name_the_source(populated, make_mount):
     assert f["sha256"] == hashlib.sha256(
         populated.files["runs/birds/run-1/outputs/model.pth"]).hexdigest()
     assert "user.artifactfs.key" in os.listxattr(p)
+    out = subprocess.run(["getfattr", "-d", str(p)], capture_output=True, text=True,
+                         check=True).stdout
+    assert 'user.artifactfs.key="runs/birds/run-1/outputs/model.pth"' in out
 
 
 def test_record_format(populated):
