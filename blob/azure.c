@@ -307,8 +307,8 @@ static int az_stat(struct blob_store *s, const char *key, struct blob_stat *out)
 	return ret;
 }
 
-static ssize_t az_read(struct blob_store *s, const char *key, const char *etag, uint64_t off,
-		       size_t len, void *buf)
+static ssize_t az_read_to(struct blob_store *s, const char *key, const char *etag,
+			  uint64_t off, size_t len, blob_sink_fn sink, void *ctx)
 {
 	struct blob_azure *a = az_of(s);
 	struct az_req r = { .a = a, .verb = "GET" };
@@ -323,8 +323,9 @@ static ssize_t az_read(struct blob_store *s, const char *key, const char *etag, 
 		return -ENOMEM;
 	snprintf(r.range, sizeof(r.range), "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
 	r.if_match = etag && etag[0] ? etag : NULL;
-	hq.buf = buf;
-	hq.buf_cap = len;
+	hq.sink = sink;
+	hq.sink_ctx = ctx;
+	hq.sink_max = len;
 	hq.check_range = 1;
 	hq.range_start = off;
 	ret = az_run(&r, key, &hq, &resp);
@@ -444,7 +445,7 @@ static const struct blob_ops azure_ops = {
 	.destroy = az_destroy,
 	.list = az_list,
 	.stat = az_stat,
-	.read = az_read,
+	.read_to = az_read_to,
 	.create = az_create,
 	.replace = az_replace,
 	.check = az_check,

@@ -56,6 +56,35 @@ void blob_destroy(struct blob_store *s)
 		s->ops->destroy(s);
 }
 
+struct buf_sink {
+	char *buf;
+	size_t cap, len;
+};
+
+static int buf_put(void *ctx, const void *data, size_t len)
+{
+	struct buf_sink *b = ctx;
+
+	if (!data) {
+		b->len = 0; /* the read restarts */
+		return 0;
+	}
+	if (len > b->cap - b->len)
+		return -EIO; /* more than asked for */
+	memcpy(b->buf + b->len, data, len);
+	b->len += len;
+	return 0;
+}
+
+ssize_t blob_read(struct blob_store *s, const char *key, const char *etag, uint64_t off,
+		  size_t len, void *buf)
+{
+	struct buf_sink b = { buf, len, 0 };
+	ssize_t n = blob_read_to(s, key, etag, off, len, buf_put, &b);
+
+	return n < 0 ? n : (ssize_t)b.len;
+}
+
 int blob_get(struct blob_store *s, const char *key, size_t max, char **data, size_t *len,
 	     char etag[BLOB_ETAG_MAX])
 {

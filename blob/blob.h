@@ -56,6 +56,14 @@ struct blob_stat {
 	char etag[BLOB_ETAG_MAX];
 };
 
+/*
+ * Receives the bytes of a read, in order. Returns 0 to go on or -errno to stop the
+ * read (which then fails with that error). When a remote read is retried after part
+ * of it arrived, the sink is first called with data NULL and len 0: everything it
+ * received so far is void and the bytes come again from the start.
+ */
+typedef int (*blob_sink_fn)(void *ctx, const void *data, size_t len);
+
 struct blob_ops {
 	const char *name; /* "file", "azure", ... */
 	void (*destroy)(struct blob_store *s);
@@ -63,11 +71,12 @@ struct blob_ops {
 	 * there at all. Appends to out. */
 	int (*list)(struct blob_store *s, const char *prefix, struct blob_list *out);
 	int (*stat)(struct blob_store *s, const char *key, struct blob_stat *out);
-	/* Reads len bytes at off into buf from the version named by etag ("" = any).
-	 * Returns the bytes read (short only at the end of the blob) or -errno;
-	 * -ESTALE when the blob is no longer at that etag. */
-	ssize_t (*read)(struct blob_store *s, const char *key, const char *etag,
-			uint64_t off, size_t len, void *buf);
+	/* Streams len bytes at off of the version named by etag ("" = any) into sink.
+	 * Returns the bytes delivered (short only at the end of the blob) or -errno;
+	 * -ESTALE when the blob is no longer at that etag (or is gone). Memory use does
+	 * not grow with len. */
+	ssize_t (*read_to)(struct blob_store *s, const char *key, const char *etag,
+			   uint64_t off, size_t len, blob_sink_fn sink, void *ctx);
 	/* Writes a small blob only if the key is free: -EEXIST when it is taken. */
 	int (*create)(struct blob_store *s, const char *key, const void *data, size_t len);
 	/* Replaces a small blob only if it is still at etag: -ESTALE when it changed,
@@ -118,11 +127,15 @@ static inline int blob_stat(struct blob_store *s, const char *key, struct blob_s
 	return s->ops->stat(s, key, out);
 }
 
-static inline ssize_t blob_read(struct blob_store *s, const char *key, const char *etag,
-				uint64_t off, size_t len, void *buf)
+static inline ssize_t blob_read_to(struct blob_store *s, const char *key, const char *etag,
+				   uint64_t off, size_t len, blob_sink_fn sink, void *ctx)
 {
-	return s->ops->read(s, key, etag, off, len, buf);
+	return s->ops->read_to(s, key, etag, off, len, sink, ctx);
 }
+
+/* blob_read_to into buf (len bytes at most). */
+ssize_t blob_read(struct blob_store *s, const char *key, const char *etag, uint64_t off,
+		  size_t len, void *buf);
 
 static inline int blob_create(struct blob_store *s, const char *key, const void *data,
 			      size_t len)

@@ -136,6 +136,7 @@ struct attempt {
 	size_t sent;			/* PUT body bytes handed to curl */
 	unsigned retry_after_ms;	/* from Retry-After or x-ms-retry-after-ms */
 	int overflow;			/* the server sent more than asked for */
+	int sink_err;			/* the sink refused the bytes */
 };
 
 static int header_is(const char *line, size_t len, const char *name, const char **value,
@@ -216,16 +217,18 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	curl_easy_getinfo(a->c, CURLINFO_RESPONSE_CODE, &status);
 	/* only a success's body goes to the caller's buffer; an error's is kept (small)
 	 * for its error code */
-	if (q->buf && status >= 200 && status < 300) {
-		if (r->received + len > q->buf_cap) {
+	if (q->sink && status >= 200 && status < 300) {
+		if (r->received + len > q->sink_max) {
 			a->overflow = 1;
 			return 0; /* aborts the transfer */
 		}
-		memcpy((char *)q->buf + r->received, data, len);
+		a->sink_err = q->sink(q->sink_ctx, data, len);
+		if (a->sink_err < 0)
+			return 0;
 		r->received += len;
 		return len;
 	}
-	size_t max = q->body_max && !q->buf ? q->body_max : (1u << 20);
+	size_t max = q->body_max && !q->sink ? q->body_max : (1u << 20);
 	if (r->body_len + len > max) {
 		a->overflow = 1;
 		return 0;
@@ -297,6 +300,11 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		uint64_t now = now_ms();
 		if (now >= deadline)
 			break;
+		if (resp->received && req->sink) {
+			ret = req->sink(req->sink_ctx, NULL, 0); /* the bytes come again */
+			if (ret < 0)
+				goto out;
+		}
 		reset_response(resp);
 		attempt_no++;
 		ret = req->sign ? req->sign(req->sign_ctx, &headers) : 0;
@@ -340,7 +348,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		unsigned wait_ms = 0;
 		if (rc == CURLE_OK) {
 			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
-			int truncated = req->buf && (resp->status == 200 || resp->status == 206) &&
+			int truncated = req->sink && (resp->status == 200 || resp->status == 206) &&
 					resp->has_length && resp->received != resp->content_length;
 			/* a range answered from another offset is as bad as a cut body */
 			int misplaced = req->check_range && resp->status == 206 &&
@@ -359,6 +367,9 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 					 resp->error_code);
 			if (!truncated && !misplaced)
 				wait_ms = a.retry_after_ms;
+		} else if (a.sink_err) {
+			ret = a.sink_err; /* not the network's fault: no retry */
+			goto out;
 		} else {
 			snprintf(last, sizeof(last), "%s%s", curl_easy_strerror(rc),
 				 a.overflow ? " (more bytes than asked for)" : "");

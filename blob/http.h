@@ -33,8 +33,9 @@ struct http_request {
 	void *sign_ctx;
 	const void *body;		/* PUT body */
 	size_t body_len;
-	void *buf;			/* GET: the body goes here, at most buf_cap bytes */
-	size_t buf_cap;			/* 0: the body is kept in response.body (bounded) */
+	blob_sink_fn sink;		/* GET: a success's body goes here, in order, */
+	void *sink_ctx;			/* at most sink_max bytes; else it is kept in */
+	size_t sink_max;		/* response.body (bounded by body_max) */
 	size_t body_max;		/* bound on a kept body */
 	int check_range;		/* a 206 must start at range_start */
 	uint64_t range_start;
@@ -53,7 +54,7 @@ struct http_response {
 	char error_code[64];		/* x-ms-error-code, or the <Code> of the body */
 	uint64_t range_start;		/* from Content-Range */
 	int has_range;
-	size_t received;		/* bytes written into buf */
+	size_t received;		/* bytes handed to the sink */
 	char *body;			/* owned: the kept body, NUL-terminated */
 	size_t body_len;
 };
@@ -71,7 +72,9 @@ void http_destroy(struct http *h);
 /*
  * Runs req until it gets an answer that is not transient, or the deadline passes.
  * Returns 0 with resp filled (any HTTP status: the caller maps it), -EIO when no
- * answer came in time, -ENOMEM. The caller frees resp->body with http_response_release.
+ * answer came in time, -ENOMEM, or the error a sink returned. Before a retry of an
+ * answer that had reached the sink, the sink is told to start again (data NULL).
+ * The caller frees resp->body with http_response_release.
  */
 int http_do(struct http *h, const struct http_request *req, struct http_response *resp);
 void http_response_release(struct http_response *resp);

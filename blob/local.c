@@ -159,11 +159,14 @@ static int local_stat(struct blob_store *s, const char *key, struct blob_stat *o
 	return 0;
 }
 
-static ssize_t local_read(struct blob_store *s, const char *key, const char *etag,
-			  uint64_t off, size_t len, void *buf)
+#define LOCAL_PIECE (1u << 20)
+
+static ssize_t local_read_to(struct blob_store *s, const char *key, const char *etag,
+			     uint64_t off, size_t len, blob_sink_fn sink, void *ctx)
 {
 	struct blob_local *l = local_of(s);
-	char path[PATH_MAX], now[BLOB_ETAG_MAX];
+	char path[PATH_MAX], now[BLOB_ETAG_MAX], after[BLOB_ETAG_MAX];
+	char *buf = NULL;
 	struct stat st;
 	size_t done = 0;
 	ssize_t ret;
@@ -175,6 +178,9 @@ static ssize_t local_read(struct blob_store *s, const char *key, const char *eta
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		ret = local_errno(errno);
+		/* a pinned read of a deleted blob: that version is gone */
+		if (ret == -ENOENT && etag && *etag)
+			ret = -ESTALE;
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -186,8 +192,14 @@ static ssize_t local_read(struct blob_store *s, const char *key, const char *eta
 		ret = -ESTALE;
 		goto out;
 	}
+	buf = malloc(len < LOCAL_PIECE ? (len ? len : 1) : LOCAL_PIECE);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		size_t want = len - done < LOCAL_PIECE ? len - done : LOCAL_PIECE;
+		ssize_t n = pread(fd, buf, want, (off_t)(off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -196,6 +208,9 @@ static ssize_t local_read(struct blob_store *s, const char *key, const char *eta
 		}
 		if (n == 0)
 			break;
+		ret = sink(ctx, buf, (size_t)n);
+		if (ret < 0)
+			goto out;
 		done += (size_t)n;
 	}
 	/* A write in place during the read changes mtime: the bytes may be a mix. */
@@ -203,13 +218,14 @@ static ssize_t local_read(struct blob_store *s, const char *key, const char *eta
 		ret = -EIO;
 		goto out;
 	}
-	local_etag(&st, path);
-	if (strcmp(path, now) != 0) {
+	local_etag(&st, after);
+	if (strcmp(after, now) != 0) {
 		ret = -ESTALE;
 		goto out;
 	}
 	ret = (ssize_t)done;
 out:
+	free(buf);
 	if (fd >= 0)
 		close(fd);
 	return ret;
@@ -341,7 +357,7 @@ static const struct blob_ops local_ops = {
 	.destroy = local_destroy,
 	.list = local_list,
 	.stat = local_stat,
-	.read = local_read,
+	.read_to = local_read_to,
 	.create = local_create,
 	.replace = local_replace,
 };

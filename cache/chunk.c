@@ -277,42 +277,92 @@ static int write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* Writes a fetched chunk into place; fills in the identity of the file written. */
-static int chunk_store(struct cache *c, const char *hex, uint64_t index, const void *data,
-		       uint64_t len, struct stat *st)
+/* The sink of a chunk fetch: bytes go straight to the temp file, so memory use does
+ * not grow with the chunk size. */
+struct file_sink {
+	int fd;
+	uint32_t crc;
+	uint64_t len;
+	int disk_err;		/* the local disk failed (not the store) */
+};
+
+static int file_put(void *ctx, const void *data, size_t len)
 {
+	struct file_sink *f = ctx;
+	int ret;
+
+	if (!data) {
+		/* the store's answer restarts: drop what came so far */
+		f->crc = 0;
+		f->len = 0;
+		if (ftruncate(f->fd, 0) < 0 || lseek(f->fd, 0, SEEK_SET) < 0) {
+			f->disk_err = -errno;
+			return f->disk_err;
+		}
+		return 0;
+	}
+	ret = write_full(f->fd, data, len);
+	if (ret < 0) {
+		f->disk_err = ret;
+		return ret;
+	}
+	f->crc = cache_crc32c(f->crc, data, len);
+	f->len += len;
+	return 0;
+}
+
+/*
+ * Fetches chunk index of b into its file (temp file, trailer, rename) and fills in
+ * the identity of the file written. *disk_err tells a failure of the local disk
+ * (full, read-only) from one of the store.
+ */
+static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t index,
+		       uint64_t len, struct stat *st, int *disk_err)
+{
+	struct file_sink fs = { .fd = -1 };
 	struct chunk_trailer t;
 	char tmp[PATH_MAX], path[PATH_MAX];
-	int fd, ret;
+	ssize_t got;
+	int ret;
 
-	memcpy(t.magic, CHUNK_MAGIC, 8);
-	t.crc = cache_crc32c(0, data, len);
-	t.len = (uint32_t)len;
-	t.index = index;
-	memcpy(t.id, hex, CACHE_HEX_LEN);
+	*disk_err = 0;
 	snprintf(tmp, sizeof(tmp), "%s/tmp/chunk.XXXXXX", c->dir);
-	fd = mkstemp(tmp);
-	if (fd < 0)
+	fs.fd = mkstemp(tmp);
+	if (fs.fd < 0) {
+		*disk_err = 1;
 		return -errno;
-	ret = write_full(fd, data, len);
-	if (ret == 0)
-		ret = write_full(fd, &t, sizeof(t));
-	if (ret == 0 && fstat(fd, st) < 0)
-		ret = -errno;
-	if (close(fd) < 0 && ret == 0)
-		ret = -errno;
+	}
+	got = blob_read_to(c->store, b->key, b->etag, index * c->chunk_size, len, file_put, &fs);
+	if (got >= 0 && ((uint64_t)got != len || fs.len != len))
+		got = -ESTALE; /* shorter than its version said: not that version any more */
+	ret = got < 0 ? (int)got : 0;
 	if (ret == 0) {
-		chunk_path(c, hex, index, path, sizeof(path));
+		memcpy(t.magic, CHUNK_MAGIC, 8);
+		t.crc = fs.crc;
+		t.len = (uint32_t)len;
+		t.index = index;
+		memcpy(t.id, b->hex, CACHE_HEX_LEN);
+		ret = write_full(fs.fd, &t, sizeof(t));
+		if (ret == 0 && fstat(fs.fd, st) < 0)
+			ret = -errno;
+		if (ret < 0)
+			fs.disk_err = ret;
+	}
+	if (close(fs.fd) < 0 && ret == 0)
+		ret = fs.disk_err = -errno;
+	if (ret == 0) {
+		chunk_path(c, b->hex, index, path, sizeof(path));
 		char *slash = strrchr(path, '/');
 		*slash = '\0';
 		if (mkdir(path, 0700) < 0 && errno != EEXIST)
-			ret = -errno;
+			ret = fs.disk_err = -errno;
 		*slash = '/';
 		if (ret == 0 && rename(tmp, path) < 0)
-			ret = -errno;
+			ret = fs.disk_err = -errno;
 	}
 	if (ret < 0)
 		unlink(tmp);
+	*disk_err = fs.disk_err != 0;
 	return ret;
 }
 
@@ -432,40 +482,23 @@ static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, c
 		pthread_mutex_unlock(&c->lock);
 
 		struct stat st;
-		char *buf = malloc(len ? len : 1);
-		ssize_t got = buf ? blob_read(c->store, b->key, b->etag, index * c->chunk_size,
-					      len, buf)
-				  : -ENOMEM;
-		int stored = -1;
-		if (got >= 0 && (uint64_t)got != len)
-			got = -ESTALE; /* the blob is shorter than its version said */
-		if (got >= 0) {
-			if (dst)
-				memcpy(dst, buf + coff, n);
-			stored = chunk_store(c, b->hex, index, buf, len, &st);
-			if (stored == -ENOSPC) {
-				pthread_mutex_lock(&c->lock);
-				/* the cache folder's filesystem is full: make room
-				 * for this chunk by dropping old ones, then retry */
-				uint64_t need = len + sizeof(struct chunk_trailer);
-				chunk_evict(c, c->stats.disk_bytes > need ?
-						       c->stats.disk_bytes - need : 0);
-				pthread_mutex_unlock(&c->lock);
-				stored = chunk_store(c, b->hex, index, buf, len, &st);
-			}
-			if (stored < 0)
-				LOG_INFO("cannot keep chunk %" PRIu64 " of %s in the cache (%s); "
-					 "serving it from memory", index, b->key,
-					 strerror(-stored));
+		int disk_err;
+		ret = chunk_fetch(c, b, index, len, &st, &disk_err);
+		if (ret < 0 && disk_err) {
+			/* the cache's filesystem is full (or failing): make room for this
+			 * chunk by dropping old ones, then try once more */
+			pthread_mutex_lock(&c->lock);
+			uint64_t need = len + sizeof(struct chunk_trailer);
+			chunk_evict(c, c->stats.disk_bytes > need ? c->stats.disk_bytes - need : 0);
+			pthread_mutex_unlock(&c->lock);
+			ret = chunk_fetch(c, b, index, len, &st, &disk_err);
 		}
-		free(buf);
-
 		pthread_mutex_lock(&c->lock);
-		if (got >= 0) {
+		if (ret == 0 || disk_err) {
 			c->stats.fetches++;
 			c->stats.fetched_bytes += len;
 		}
-		if (got >= 0 && stored == 0) {
+		if (ret == 0) {
 			ch->state = CHUNK_PRESENT;
 			ch->disk_bytes = (uint64_t)st.st_size;
 			remember_file(ch, &st);
@@ -474,13 +507,25 @@ static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, c
 			c->stats.disk_bytes += ch->disk_bytes;
 			c->stats.chunks++;
 			chunk_evict(c, c->max_bytes);
-		} else {
-			ch->state = CHUNK_ABSENT;
+			ch->err = 0;
+			ch->gen++;
+			pthread_cond_broadcast(&c->cond);
+			continue; /* PRESENT: read it from its file */
 		}
-		ch->err = got < 0 ? (int)got : 0;
+		ch->state = CHUNK_ABSENT;
+		ch->err = disk_err ? 0 : ret; /* waiters fetch for themselves after a disk error */
 		ch->gen++;
 		pthread_cond_broadcast(&c->cond);
-		ret = got < 0 ? (int)got : 0;
+		if (disk_err && dst) {
+			/* the cache cannot keep it: serve this read straight from the store */
+			LOG_INFO("cannot keep chunk %" PRIu64 " of %s in the cache (%s); reading "
+				 "it from the store", index, b->key, strerror(-ret));
+			pthread_mutex_unlock(&c->lock);
+			ssize_t got = blob_read(c->store, b->key, b->etag,
+						index * c->chunk_size + coff, n, dst);
+			ret = got < 0 ? (int)got : (size_t)got == n ? 0 : -ESTALE;
+			pthread_mutex_lock(&c->lock);
+		}
 		break;
 	}
 	ch->refs--;

@@ -418,3 +418,19 @@ def test_daemon_mode_mounts_and_unmounts(populated, tmp_path):
         assert (mnt / "runs/birds/run-1/metrics.txt").read_bytes() == b"acc 0.9\n"
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+
+
+def test_cache_on_a_full_filesystem_still_serves_exact_bytes(store, make_mount, tmp_path):
+    small = tmp_path / "small-cache"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
+    try:
+        data = os.urandom(10 * MiB + 7)
+        store.put("runs/e/r/big.bin", data)
+        m = make_mount(store, "--chunk-size", "1M", "--cache-size", "1G",
+                       cache_dir=small / "c")
+        assert (m / "runs/e/r/big.bin").read_bytes() == data
+        assert (m / "runs/e/r/big.bin").read_bytes() == data
+        m.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
