@@ -97,6 +97,23 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t off);
 void cache_file_close(struct cache_file *f);
 
+/* A piece of a blob in a cache file. */
+struct cache_span {
+	int fd;			/* owned by the caller: close it once the bytes are sent */
+	uint64_t off;		/* where the piece starts in the file */
+	size_t len;
+};
+
+/*
+ * Maps [off, off+len) of the blob to pieces of verified cache files (at most max),
+ * fetching what is missing, so the bytes can go to the reader without a copy through
+ * the daemon. Returns the bytes mapped (short at the end of the blob, or when max
+ * pieces were not enough) or -errno; -EAGAIN when this read must go through
+ * cache_file_read (the file is being hashed, or the cache cannot keep its chunks).
+ */
+ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
+		       struct cache_span *spans, int max, int *nspans);
+
 /* ---- figures, for tests and stats ---- */
 struct cache_stats {
 	uint64_t fetches;	/* ranged reads sent to the store for chunks */

@@ -368,10 +368,11 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 
 /*
  * Reads n bytes at coff of a PRESENT chunk's file, verifying the file first unless
- * it is the one verified before. -EBADMSG or -ENOENT: the file must be fetched again.
+ * it is the one verified before. With fd_out, reads nothing and hands over the open,
+ * verified file instead. -EBADMSG or -ENOENT: the file must be fetched again.
  */
 static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b,
-		       char *dst, uint64_t coff, size_t n)
+		       char *dst, uint64_t coff, size_t n, int *fd_out)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -413,17 +414,23 @@ static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cac
 		pthread_mutex_unlock(&c->lock);
 	}
 	ret = dst ? read_full(fd, dst, n, (off_t)coff) : 0;
+	if (ret == 0 && fd_out) {
+		*fd_out = fd;
+		return 0;
+	}
 out:
 	close(fd);
 	return ret;
 }
 
 /*
- * Makes chunk index of b present and copies n bytes at coff of it into dst (dst NULL:
- * only make it present, for prefetch). Returns 0 or -errno.
+ * Makes chunk index of b present and verified, then either copies n bytes at coff of
+ * it into dst, or (fd_out) hands over its open file, or (neither: prefetch) only
+ * leaves it present, verified and in the page cache. Returns 0 or -errno; with fd_out,
+ * -EAGAIN when the cache cannot keep the chunk (read it with dst instead).
  */
 static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
-			uint64_t coff, size_t n)
+			uint64_t coff, size_t n, int *fd_out)
 {
 	uint64_t len = chunk_len(c, b, index);
 	struct cache_chunk *ch;
@@ -452,10 +459,10 @@ static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, c
 		if (ch->state == CHUNK_PRESENT) {
 			lru_remove(c, ch);
 			lru_push(c, ch);
-			if (!dst)
+			if (!dst && !fd_out && ch->verified)
 				break;
 			pthread_mutex_unlock(&c->lock);
-			ret = chunk_pread(c, ch, b, dst, coff, n);
+			ret = chunk_pread(c, ch, b, dst, coff, n, fd_out);
 			pthread_mutex_lock(&c->lock);
 			if (ret != -EBADMSG && ret != -ENOENT)
 				break;
@@ -516,7 +523,9 @@ static int chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, c
 		ch->err = disk_err ? 0 : ret; /* waiters fetch for themselves after a disk error */
 		ch->gen++;
 		pthread_cond_broadcast(&c->cond);
-		if (disk_err && dst) {
+		if (disk_err && fd_out) {
+			ret = -EAGAIN;
+		} else if (disk_err && dst) {
 			/* the cache cannot keep it: serve this read straight from the store */
 			LOG_INFO("cannot keep chunk %" PRIu64 " of %s in the cache (%s); reading "
 				 "it from the store", index, b->key, strerror(-ret));
@@ -686,7 +695,7 @@ void *cache_worker(void *arg)
 		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
 		c->qlen--;
 		pthread_mutex_unlock(&c->lock);
-		int ret = chunk_access(c, job.blob, job.index, NULL, 0, 0);
+		int ret = chunk_access(c, job.blob, job.index, NULL, 0, 0, NULL);
 		if (ret < 0)
 			LOG_DEBUG("prefetch of chunk %" PRIu64 " of %s failed: %s", job.index,
 				  job.blob->key, strerror(-ret));
@@ -800,7 +809,9 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 	pthread_mutex_lock(&c->lock);
 	for (uint64_t i = from; i <= to && c->qlen < CACHE_QUEUE_MAX; i++) {
 		struct cache_chunk *ch = chunk_find(c, b->hex, i);
-		if (ch && ch->state != CHUNK_ABSENT)
+		/* absent chunks are fetched ahead; present ones not yet verified in this
+		 * run are verified ahead (which also reads them into the page cache) */
+		if (ch && (ch->state == CHUNK_FETCHING || (ch->state == CHUNK_PRESENT && ch->verified)))
 			continue;
 		struct cache_job *j = &c->queue[(c->qhead + c->qlen) % CACHE_QUEUE_MAX];
 		j->blob = b;
@@ -824,7 +835,7 @@ static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t o
 		size_t n = c->chunk_size - coff;
 		if (n > len - done)
 			n = len - done;
-		int ret = chunk_access(c, f->blob, index, buf + done, coff, n);
+		int ret = chunk_access(c, f->blob, index, buf + done, coff, n, NULL);
 		if (ret < 0)
 			return ret;
 		done += n;
@@ -906,6 +917,54 @@ ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t of
 	}
 	(void)c;
 	return (ssize_t)len;
+}
+
+ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
+		       struct cache_span *spans, int max, int *nspans)
+{
+	struct cache *c = f->cache;
+	uint64_t size = f->blob->size;
+	size_t done = 0;
+	int ret = 0, n = 0;
+
+	*nspans = 0;
+	if (f->sha) {
+		pthread_mutex_lock(&f->lock);
+		int state = f->hash_state;
+		pthread_mutex_unlock(&f->lock);
+		if (state == 0)
+			return -EAGAIN; /* being hashed: the bytes must pass through */
+		if (state < 0)
+			return -EBADMSG;
+	}
+	if (off >= size || len == 0)
+		return 0;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	file_prefetch(f, off, len);
+	while (done < len && n < max) {
+		uint64_t pos = off + done;
+		uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
+		size_t take = c->chunk_size - coff;
+		int fd = -1;
+		if (take > len - done)
+			take = len - done;
+		ret = chunk_access(c, f->blob, index, NULL, 0, 0, &fd);
+		if (ret < 0)
+			break;
+		spans[n].fd = fd;
+		spans[n].off = coff;
+		spans[n].len = take;
+		n++;
+		done += take;
+	}
+	if (ret < 0) {
+		for (int i = 0; i < n; i++)
+			close(spans[i].fd);
+		return ret;
+	}
+	*nspans = n;
+	return (ssize_t)done;
 }
 
 void cache_file_close(struct cache_file *f)

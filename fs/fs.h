@@ -52,6 +52,7 @@ struct fs {
 	pthread_mutex_t lock;
 	struct fs_model *models;	/* protected by lock */
 	time_t err_logged;		/* protected by lock: last store failure logged */
+	pthread_key_t sent_fds;		/* per FUSE thread: fds of its last reply */
 	unsigned err_quiet;		/* protected by lock: failures not logged since */
 };
 

@@ -17,6 +17,18 @@ int fs_pin_run_file(struct fs *fs, struct fs_node *n);
 /* Logs that an open file's blob is no longer at etag, naming both etags. */
 void fs_log_changed(struct fs *fs, const char *path, int immutable, const char *etag);
 
+/* Pieces of cache files one read may send. */
+#define FS_SPANS_MAX 4
+
+/*
+ * Zero-copy replies hand libfuse open fds that it reads after the handler returns,
+ * in the same thread. So each FUSE thread keeps the fds of its last reply and closes
+ * them when it sends the next one (or exits). fs_sent_fds_keep closes the previous
+ * ones and keeps these. -ENOMEM when it cannot keep them (the caller closes them).
+ */
+int fs_sent_fds_keep(struct fs *fs, const int *fds, int n);
+void fs_sent_fds_close(void *sent);
+
 extern const struct fuse_operations fs_ops;
 
 #endif

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 struct fs_handle {
 	struct cache_file *cf;
@@ -46,6 +47,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->use_ino = 0;
 	conn->max_readahead = 4u << 20;
 	conn->want |= FUSE_CAP_ASYNC_READ;
+	/* zero-copy replies from cache files (see op_read_buf) */
+	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	if (cache_start(fs->cache) < 0)
 		LOG_ERROR("cannot start the prefetch threads; reads go on without prefetch");
 	return fs;
@@ -152,6 +155,76 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	if (n < 0)
 		return fs_errno(fs_of(), (int)n, h->path);
 	return (int)n;
+}
+
+/* Without a copy through the daemon: the reply points libfuse at the cache files,
+ * which it splices to the kernel. Reads that must see the bytes (a file being
+ * checked against its sha256, a cache that cannot store) take the copying path. */
+static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of();
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	struct cache_span sp[FS_SPANS_MAX];
+	struct fuse_bufvec *bv;
+	int n = 0, fds[FS_SPANS_MAX];
+	ssize_t got;
+
+	if (off < 0)
+		return -EINVAL;
+	fs_sent_fds_keep(fs, fds, 0); /* this thread's previous reply is sent */
+	got = cache_file_map(h->cf, (uint64_t)off, size, sp, FS_SPANS_MAX, &n);
+	if (got == -EAGAIN) {
+		bv = malloc(sizeof(*bv));
+		char *mem = malloc(size ? size : 1);
+		if (!bv || !mem) {
+			free(bv);
+			free(mem);
+			return -ENOMEM;
+		}
+		int ret = op_read(path, mem, size, off, fi);
+		if (ret < 0) {
+			free(bv);
+			free(mem);
+			return ret;
+		}
+		*bv = FUSE_BUFVEC_INIT((size_t)ret);
+		bv->buf[0].mem = mem;
+		*bufp = bv;
+		return 0;
+	}
+	if (got < 0) {
+		if (got == -ESTALE) {
+			if (!h->logged) {
+				h->logged = 1;
+				fs_log_changed(fs, h->path, h->immutable, h->etag);
+			}
+			return -EIO;
+		}
+		return fs_errno(fs, (int)got, h->path);
+	}
+	bv = malloc(sizeof(*bv) + (n > 1 ? (size_t)(n - 1) * sizeof(struct fuse_buf) : 0));
+	if (!bv) {
+		for (int i = 0; i < n; i++)
+			close(sp[i].fd);
+		return -ENOMEM;
+	}
+	*bv = FUSE_BUFVEC_INIT(0);
+	bv->count = n ? (size_t)n : 1;
+	for (int i = 0; i < n; i++) {
+		bv->buf[i] = (struct fuse_buf){ .size = sp[i].len,
+						.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+						.fd = sp[i].fd, .pos = (off_t)sp[i].off };
+		fds[i] = sp[i].fd;
+	}
+	if (fs_sent_fds_keep(fs, fds, n) < 0) {
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
+		free(bv);
+		return -ENOMEM;
+	}
+	*bufp = bv;
+	return 0;
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
@@ -361,6 +434,7 @@ const struct fuse_operations fs_ops = {
 	.readdir = op_readdir,
 	.open = op_open,
 	.read = op_read,
+	.read_buf = op_read_buf,
 	.release = op_release,
 	.readlink = op_readlink,
 	.statfs = op_statfs,
