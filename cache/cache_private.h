@@ -103,7 +103,7 @@ struct cache_file {
 	uint64_t next_off;		/* where a sequential reader reads next */
 	uint64_t window;		/* chunks to prefetch ahead */
 	uint64_t scheduled;		/* chunks below this index were prefetched */
-	int sequential;
+	uint64_t seq_bytes;		/* read in order since the last jump */
 	void *sha;			/* EVP_MD_CTX when a sha256 is to be checked */
 	uint64_t hash_off;		/* bytes hashed in order so far */
 	unsigned char want[32];

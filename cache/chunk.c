@@ -35,9 +35,9 @@
  * the kernel sends readahead requests in parallel, so they arrive a little shuffled.
  * Capped at two chunks so that reads in distinct chunks never look sequential. */
 #define CHUNK_SEQ_SLACK (4ull << 20)
-/* A reader is sequential after this many reads in order; a few faults of an mmap
- * reader in a row do not make it one. */
-#define CHUNK_SEQ_READS 3
+/* A reader is sequential once it has read a whole chunk's worth in order: the kernel's
+ * readahead around one mmap fault (at most max_readahead, 4 MiB, below the 8 MiB chunk)
+ * does not make a random reader look sequential. */
 /* The hash check of a file read in order may read back this much it missed. */
 #define CHUNK_HASH_CATCHUP (64ull << 20)
 
@@ -737,7 +737,7 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 	b->refs = 1;
 	f->cache = c;
 	f->blob = b;
-	f->window = 1;
+	f->window = 2;
 	pthread_mutex_init(&f->lock, NULL);
 	if (sha256 && strlen(sha256) == 64) {
 		int ok = 1;
@@ -781,16 +781,18 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 								: CHUNK_SEQ_SLACK;
 	seq = off + slack >= f->next_off && off <= f->next_off + slack;
 	if (!seq) {
-		f->sequential = 0;
-		f->window = 1;
+		f->seq_bytes = 0;
+		f->window = 2;
 		f->scheduled = 0;
 		f->next_off = off + len;
 		pthread_mutex_unlock(&f->lock);
 		return;
 	}
-	if (off + len > f->next_off)
+	if (off + len > f->next_off) {
+		f->seq_bytes += off + len - (off > f->next_off ? off : f->next_off);
 		f->next_off = off + len;
-	if (++f->sequential < CHUNK_SEQ_READS) {
+	}
+	if (f->seq_bytes < c->chunk_size) {
 		pthread_mutex_unlock(&f->lock);
 		return;
 	}
