@@ -1,8 +1,10 @@
 /*
  * http.c: see http.h.
  *
- * Why these numbers: an attempt that receives no byte for stall_ms (15 s by default)
- * is a stalled connection, not a slow one, and is retried on a new connection.
+ * Why these numbers: an attempt whose average speed stays under one byte a second for
+ * stall_ms (15 s by default; curl averages over a few seconds, so a burst just
+ * before a stall delays it a little) is a stalled connection, not a slow one, and is
+ * retried on a new connection.
  * Backoff starts at 100 ms and doubles up to 4 s, with full jitter so that many
  * readers hitting one failing server do not retry in lock-step.
  */
@@ -19,6 +21,10 @@
 #include <unistd.h>
 
 #define HTTP_POOL_MAX 64
+/* Once an operation has given up, the store counts as down: later operations get
+ * this much time (not the full deadline) until one succeeds, so a mount whose store
+ * is gone serves its cache at once and fails uncached reads quickly. */
+#define HTTP_DOWN_DEADLINE_MS 3000
 #define HTTP_BACKOFF_BASE_MS 100
 #define HTTP_BACKOFF_CAP_MS 4000
 
@@ -29,7 +35,22 @@ struct http {
 	pthread_mutex_t lock;
 	CURL *pool[HTTP_POOL_MAX];	/* protected by lock */
 	int npool;			/* protected by lock */
+	int down;			/* protected by lock: the last operation gave up */
 };
+
+/* Records how an operation ended; logs when the store goes down or comes back. */
+static void store_state(struct http *h, int gave_up, const char *what)
+{
+	pthread_mutex_lock(&h->lock);
+	int was = h->down;
+	h->down = gave_up;
+	pthread_mutex_unlock(&h->lock);
+	if (gave_up && !was)
+		LOG_WARN("the store is not answering (%s); until it does, requests give up "
+			 "after %.0f s", what, HTTP_DOWN_DEADLINE_MS / 1000.0);
+	else if (!gave_up && was)
+		LOG_INFO("the store answers again");
+}
 
 static pthread_once_t http_once = PTHREAD_ONCE_INIT;
 
@@ -285,7 +306,12 @@ static void reset_response(struct http_response *r)
 int http_do(struct http *h, const struct http_request *req, struct http_response *resp)
 {
 	uint64_t start = now_ms();
-	uint64_t deadline = start + (req->deadline_ms ? req->deadline_ms : h->cfg.deadline_ms);
+	unsigned limit = req->deadline_ms ? req->deadline_ms : h->cfg.deadline_ms;
+	pthread_mutex_lock(&h->lock);
+	if (h->down && limit > HTTP_DOWN_DEADLINE_MS)
+		limit = HTTP_DOWN_DEADLINE_MS;
+	pthread_mutex_unlock(&h->lock);
+	uint64_t deadline = start + limit;
 	char last[160] = "no attempt";
 	unsigned attempt_no = 0;
 	int ret = -EIO;
@@ -355,6 +381,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 					(!resp->has_range || resp->range_start != req->range_start);
 			if (!transient_status(resp->status) && !truncated && !misplaced) {
 				ret = 0;
+				store_state(h, 0, NULL);
 				goto out;
 			}
 			if (truncated)
@@ -405,6 +432,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	if (!req->quiet)
 		LOG_WARN("%s %s: giving up after %u attempts in %.1f s: %s", req->method,
 			 req->what, attempt_no, (double)(now_ms() - start) / 1000, last);
+	if (!req->quiet)
+		store_state(h, 1, last);
 	ret = -EIO;
 out:
 	if (req->errbuf)

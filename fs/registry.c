@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,7 +441,7 @@ out:
 }
 
 static char *record_text(const struct reg_request *req, int version, const char *source,
-			 const struct src_files *sf, char (*sha)[65])
+			 const struct src_files *sf, char (*sha)[65], const char *nonce)
 {
 	cJSON *root = cJSON_CreateObject(), *tags, *files;
 	char created[32], *text = NULL;
@@ -456,6 +457,8 @@ static char *record_text(const struct reg_request *req, int version, const char 
 	cJSON_AddStringToObject(root, "source", source);
 	cJSON_AddStringToObject(root, "created", created);
 	cJSON_AddStringToObject(root, "description", req->description ? req->description : "");
+	/* tells this registration's record from any other's, see reg_register */
+	cJSON_AddStringToObject(root, "registration", nonce);
 	tags = cJSON_AddObjectToObject(root, "tags");
 	for (size_t i = 0; tags && i < req->ntags; i++) {
 		const char *eq = strchr(req->tags[i], '=');
@@ -477,6 +480,18 @@ static char *record_text(const struct reg_request *req, int version, const char 
 	text = cJSON_Print(root);
 	cJSON_Delete(root);
 	return text;
+}
+
+/* Whether the record at key is exactly text (same registration id and all). */
+static int record_is(struct blob_store *s, const char *key, const char *text)
+{
+	char *data = NULL, etag[BLOB_ETAG_MAX];
+	size_t len = 0;
+	int same = blob_get(s, key, 64u << 20, &data, &len, etag) == 0 &&
+		   len == strlen(text) && memcmp(data, text, len) == 0;
+
+	free(data);
+	return same;
 }
 
 /* Highest version recorded for name, 0 when none. */
@@ -591,16 +606,30 @@ int reg_register(struct blob_store *s, const struct reg_request *req, int *versi
 		snprintf(err, errlen, "cannot list the registry: %s", strerror(-ret));
 		goto out;
 	}
+	unsigned char rnd[16];
+	char nonce[33];
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		snprintf(err, errlen, "no random bytes for the registration id");
+		ret = -EIO;
+		goto out;
+	}
+	for (int i = 0; i < 16; i++)
+		snprintf(nonce + 2 * i, 3, "%02x", rnd[i]);
 	for (int tries = 0; tries < REG_MAX_TRIES; tries++) {
 		v++;
 		free(text);
-		text = record_text(req, v, source, &sf, sha);
+		text = record_text(req, v, source, &sf, sha, nonce);
 		if (!text) {
 			ret = -ENOMEM;
 			goto out;
 		}
 		snprintf(key, sizeof(key), "registry/%s/%d.json", req->name, v);
 		ret = blob_create(s, key, text, strlen(text));
+		if (ret == -EEXIST && record_is(s, key, text)) {
+			/* our own create succeeded but its answer was lost and the retry
+			 * found the record: that version is ours */
+			ret = 0;
+		}
 		if (ret != -EEXIST)
 			break; /* taken: someone registered v first; try the next */
 	}
