@@ -21,10 +21,12 @@
 #include <unistd.h>
 
 #define HTTP_POOL_MAX 64
-/* Once an operation has given up, the store counts as down: later operations get
- * this much time (not the full deadline) until one succeeds, so a mount whose store
- * is gone serves its cache at once and fails uncached reads quickly. */
+/* Once an operation has given up, the store counts as down: then one operation every
+ * HTTP_PROBE_MS probes it with a short deadline and the others fail at once, until a
+ * probe succeeds. So a mount whose store is gone serves its cache without waiting,
+ * fails uncached reads quickly, and notices by itself when the store is back. */
 #define HTTP_DOWN_DEADLINE_MS 3000
+#define HTTP_PROBE_MS 2000
 #define HTTP_BACKOFF_BASE_MS 100
 #define HTTP_BACKOFF_CAP_MS 4000
 
@@ -36,18 +38,23 @@ struct http {
 	CURL *pool[HTTP_POOL_MAX];	/* protected by lock */
 	int npool;			/* protected by lock */
 	int down;			/* protected by lock: the last operation gave up */
+	uint64_t last_probe;		/* protected by lock: ms, when down */
 };
 
+static uint64_t now_ms(void);
+
 /* Records how an operation ended; logs when the store goes down or comes back. */
-static void store_state(struct http *h, int gave_up, const char *what)
+static void store_state(struct http *h, int gave_up, const char *what, int quiet)
 {
 	pthread_mutex_lock(&h->lock);
 	int was = h->down;
 	h->down = gave_up;
+	if (gave_up)
+		h->last_probe = now_ms();
 	pthread_mutex_unlock(&h->lock);
-	if (gave_up && !was)
-		LOG_WARN("the store is not answering (%s); until it does, requests give up "
-			 "after %.0f s", what, HTTP_DOWN_DEADLINE_MS / 1000.0);
+	if (gave_up && !was && !quiet)
+		LOG_WARN("the store is not answering (%s); until it does, reads of what is not "
+			 "cached fail at once", what);
 	else if (!gave_up && was)
 		LOG_INFO("the store answers again");
 }
@@ -307,17 +314,31 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 {
 	uint64_t start = now_ms();
 	unsigned limit = req->deadline_ms ? req->deadline_ms : h->cfg.deadline_ms;
+	int skip = 0;
+
+	memset(resp, 0, sizeof(*resp));
 	pthread_mutex_lock(&h->lock);
-	if (h->down && limit > HTTP_DOWN_DEADLINE_MS)
-		limit = HTTP_DOWN_DEADLINE_MS;
+	if (h->down) {
+		if (start - h->last_probe < HTTP_PROBE_MS) {
+			skip = 1;
+		} else {
+			h->last_probe = start; /* this operation is the probe */
+			if (limit > HTTP_DOWN_DEADLINE_MS)
+				limit = HTTP_DOWN_DEADLINE_MS;
+		}
+	}
 	pthread_mutex_unlock(&h->lock);
+	if (skip) {
+		if (req->errbuf)
+			snprintf(req->errbuf, req->errlen, "the store is not answering");
+		return -EIO;
+	}
 	uint64_t deadline = start + limit;
 	char last[160] = "no attempt";
 	unsigned attempt_no = 0;
 	int ret = -EIO;
 	CURL *c = pool_take(h);
 
-	memset(resp, 0, sizeof(*resp));
 	if (!c)
 		return -ENOMEM;
 	for (;;) {
@@ -381,7 +402,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 					(!resp->has_range || resp->range_start != req->range_start);
 			if (!transient_status(resp->status) && !truncated && !misplaced) {
 				ret = 0;
-				store_state(h, 0, NULL);
+				store_state(h, 0, NULL, 0);
 				goto out;
 			}
 			if (truncated)
@@ -432,8 +453,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	if (!req->quiet)
 		LOG_WARN("%s %s: giving up after %u attempts in %.1f s: %s", req->method,
 			 req->what, attempt_no, (double)(now_ms() - start) / 1000, last);
-	if (!req->quiet)
-		store_state(h, 1, last);
+	store_state(h, 1, last, req->quiet);
 	ret = -EIO;
 out:
 	if (req->errbuf)

@@ -80,6 +80,9 @@ const struct blob_entry *cache_listing_find(const struct cache_listing *l, const
  * Otherwise refreshed after the TTL. *data is a NUL-terminated copy the caller frees.
  */
 int cache_record(struct cache *c, const char *key, int immutable, char **data, size_t *len);
+/* Whether the cache folder holds listings of this store from an earlier mount, so a
+ * mount can serve them while the store is unreachable. Cannot fail. */
+int cache_knows_store(struct cache *c);
 /* Forgets the in-memory copy of a listing (after the tree learns it is out of date). */
 void cache_forget_listing(struct cache *c, const char *prefix);
 

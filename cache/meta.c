@@ -319,6 +319,19 @@ out:
 	return ret;
 }
 
+int cache_knows_store(struct cache *c)
+{
+	const char *names[] = { "Lruns/", "Lregistry/" };
+	char path[PATH_MAX];
+
+	for (int i = 0; i < 2; i++) {
+		meta_path(c, names[i], path, sizeof(path));
+		if (access(path, R_OK) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 void cache_forget_listing(struct cache *c, const char *prefix)
 {
 	char name[PATH_MAX + 2];

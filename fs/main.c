@@ -132,6 +132,24 @@ static int open_store(const char *url, const struct blob_options *opt,
 	return ret;
 }
 
+/*
+ * The mount's check of the store: an unreachable store is fatal unless the cache
+ * folder holds what an earlier mount saw of it, which is then served (offline).
+ */
+static int check_for_mount(struct cache *c)
+{
+	char err[512];
+	int ret = blob_check(cache_store(c), err, sizeof(err));
+
+	if (ret == -EIO && cache_knows_store(c)) {
+		LOG_WARN("%s; serving what the cache holds until the store answers", err);
+		return 0;
+	}
+	if (ret < 0)
+		fail("%s", err);
+	return ret;
+}
+
 /* ---- mount ---- */
 
 struct mount_opts {
@@ -283,8 +301,10 @@ int fs_mount_main(int argc, char **argv)
 		     errno && !S_ISDIR(st.st_mode) ? strerror(errno) : "not a directory");
 		goto out;
 	}
-	if (open_store(o.stores[0], &bo, &store) < 0)
+	if (blob_open(o.stores[0], &bo, &store, err, sizeof(err)) < 0) {
+		fail("%s", err);
 		goto out;
+	}
 	cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
 	if (!cache_dir) {
 		fail("no cache folder: give --cache-dir");
@@ -296,6 +316,8 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	store = NULL; /* the cache owns it */
+	if (check_for_mount(cache) < 0)
+		goto out;
 	if (fs_create(cache, cc.ttl, &fs) < 0) {
 		fail("out of memory");
 		goto out;
