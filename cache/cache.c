@@ -60,7 +60,8 @@ void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-int cache_write_file(struct cache *c, const char *path, const void *data, size_t len)
+int cache_write_file(struct cache *c, const char *path, const void *data, size_t len,
+		     int durable)
 {
 	char tmp[PATH_MAX];
 	int fd, ret = 0;
@@ -79,6 +80,8 @@ int cache_write_file(struct cache *c, const char *path, const void *data, size_t
 		}
 		done += (size_t)n;
 	}
+	if (ret == 0 && durable && fsync(fd) < 0)
+		ret = -errno;
 	if (close(fd) < 0 && ret == 0)
 		ret = -errno;
 	if (ret == 0) {
@@ -116,15 +119,20 @@ static int make_dirs(const char *path)
 	return 0;
 }
 
+/* Removes what a crashed writer left in tmp/. Only old files: another mount may share
+ * the folder and be writing its own right now. */
 static void empty_tmp(const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
+	struct stat st;
+	time_t now = time(NULL);
 
 	if (!d)
 		return;
 	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
+		if (e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+		    now - st.st_mtime > 3600)
 			unlinkat(dirfd(d), e->d_name, 0);
 	closedir(d);
 }

@@ -80,6 +80,9 @@ const struct blob_entry *cache_listing_find(const struct cache_listing *l, const
  * Otherwise refreshed after the TTL. *data is a NUL-terminated copy the caller frees.
  */
 int cache_record(struct cache *c, const char *key, int immutable, char **data, size_t *len);
+/* Drops the copies (memory and disk) of a record, so the next cache_record asks the
+ * store: for a kept copy found unusable. */
+void cache_record_forget(struct cache *c, const char *key);
 /* Whether the cache folder holds listings of this store from an earlier mount, so a
  * mount can serve them while the store is unreachable. Cannot fail. */
 int cache_knows_store(struct cache *c);

@@ -106,6 +106,8 @@ struct cache_file {
 	uint64_t seq_bytes;		/* read in order since the last jump */
 	void *sha;			/* EVP_MD_CTX when a sha256 is to be checked */
 	uint64_t hash_off;		/* bytes hashed in order so far */
+	uint8_t *touched;		/* bitmap: chunks read through this file */
+	uint64_t ntouched, nchunks;
 	unsigned char want[32];
 	int hash_state;			/* 0 running, 1 matched, -1 mismatch, 2 given up */
 };
@@ -118,8 +120,10 @@ uint64_t cache_hash_str(const char *s, uint64_t seed);
 time_t cache_now(void);
 void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
 		      char hex[CACHE_HEX_LEN + 1]);
-/* Writes data to path atomically (temp file in dir/tmp, rename). */
-int cache_write_file(struct cache *c, const char *path, const void *data, size_t len);
+/* Writes data to path atomically (temp file in dir/tmp, rename); durable: fsync'd
+ * first, for what is never fetched again (immutable records). */
+int cache_write_file(struct cache *c, const char *path, const void *data, size_t len,
+		     int durable);
 
 /* chunk.c */
 int cache_chunks_scan(struct cache *c);

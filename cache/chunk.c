@@ -38,8 +38,6 @@
 /* A reader is sequential once it has read a whole chunk's worth in order: the kernel's
  * readahead around one mmap fault (at most max_readahead, 4 MiB, below the 8 MiB chunk)
  * does not make a random reader look sequential. */
-/* The hash check of a file read in order may read back this much it missed. */
-#define CHUNK_HASH_CATCHUP (64ull << 20)
 
 struct chunk_trailer {
 	char magic[8];
@@ -323,7 +321,7 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 	struct chunk_trailer t;
 	char tmp[PATH_MAX], path[PATH_MAX];
 	ssize_t got;
-	int ret;
+	int ret, renamed = 0;
 
 	*disk_err = 0;
 	snprintf(tmp, sizeof(tmp), "%s/tmp/chunk.XXXXXX", c->dir);
@@ -343,13 +341,9 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 		t.index = index;
 		memcpy(t.id, b->hex, CACHE_HEX_LEN);
 		ret = write_full(fs.fd, &t, sizeof(t));
-		if (ret == 0 && fstat(fs.fd, st) < 0)
-			ret = -errno;
 		if (ret < 0)
 			fs.disk_err = ret;
 	}
-	if (close(fs.fd) < 0 && ret == 0)
-		ret = fs.disk_err = -errno;
 	if (ret == 0) {
 		chunk_path(c, b->hex, index, path, sizeof(path));
 		char *slash = strrchr(path, '/');
@@ -359,7 +353,15 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 		*slash = '/';
 		if (ret == 0 && rename(tmp, path) < 0)
 			ret = fs.disk_err = -errno;
+		renamed = ret == 0;
+		/* the identity after the rename (which changes ctime) is the one kept */
+		if (ret == 0 && fstat(fs.fd, st) < 0)
+			ret = fs.disk_err = -errno;
 	}
+	if (close(fs.fd) < 0 && ret == 0)
+		ret = fs.disk_err = -errno;
+	if (ret < 0 && renamed)
+		unlink(path);
 	if (ret < 0)
 		unlink(tmp);
 	*disk_err = fs.disk_err != 0;
@@ -747,9 +749,13 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 			f->want[i] = (unsigned char)(hi << 4 | lo);
 		}
 		if (ok && size > 0) {
+			f->nchunks = (size + c->chunk_size - 1) / c->chunk_size;
+			f->touched = calloc((size_t)(f->nchunks + 7) / 8, 1);
 			f->sha = EVP_MD_CTX_new();
-			if (!f->sha || !EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL)) {
+			if (!f->touched || !f->sha ||
+			    !EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL)) {
 				EVP_MD_CTX_free(f->sha);
+				free(f->touched);
 				pthread_mutex_destroy(&f->lock);
 				goto fail;
 			}
@@ -846,12 +852,16 @@ static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t o
 }
 
 /*
- * Extends the in-order hash with [off, off+n) and, at the end of the blob, compares.
+ * Extends the in-order hash with [off, off+n). Once every chunk of the blob has been
+ * read through this file (in any order: parallel readahead shuffles them), the part
+ * the in-order hash missed is read back from the cache, so a file read whole is
+ * always checked, and a reader that skips parts (mmap) never causes a download.
  * Called with f->lock held. Returns -EBADMSG on a mismatch (then and for every later
  * read), logged here once.
  */
 static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t off)
 {
+	struct cache *c = f->cache;
 	uint64_t size = f->blob->size;
 	int ret = 0;
 
@@ -861,15 +871,21 @@ static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t o
 		EVP_DigestUpdate(f->sha, buf + (f->hash_off - off), off + n - f->hash_off);
 		f->hash_off = off + n;
 	}
-	if (off + n == size && f->hash_off < size && f->hash_off > 0 &&
-	    size - f->hash_off <= CHUNK_HASH_CATCHUP) {
-		/* the reader reached the end in order but for a few shuffled reads: read
-		 * back what the hash missed (from the cache, where it just went) */
-		size_t gap = (size_t)(size - f->hash_off);
-		char *tmp = malloc(gap);
-		if (tmp && file_read_raw(f, tmp, gap, f->hash_off) == 0) {
-			EVP_DigestUpdate(f->sha, tmp, gap);
-			f->hash_off = size;
+	for (uint64_t i = off / c->chunk_size; i <= (off + n - 1) / c->chunk_size; i++) {
+		if (!(f->touched[i / 8] & (1u << (i % 8)))) {
+			f->touched[i / 8] |= (uint8_t)(1u << (i % 8));
+			f->ntouched++;
+		}
+	}
+	if (f->hash_off < size && f->ntouched == f->nchunks) {
+		size_t piece = c->chunk_size;
+		char *tmp = malloc(piece);
+		while (tmp && f->hash_off < size) {
+			size_t take = size - f->hash_off < piece ? (size_t)(size - f->hash_off) : piece;
+			if (file_read_raw(f, tmp, take, f->hash_off) < 0)
+				break; /* the store failed: checked on a later read */
+			EVP_DigestUpdate(f->sha, tmp, take);
+			f->hash_off += take;
 		}
 		free(tmp);
 	}
@@ -944,7 +960,13 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	if (len > size - off)
 		len = (size_t)(size - off);
 	file_prefetch(f, off, len);
-	while (done < len && n < max) {
+	while (done < len) {
+		if (n == max) {
+			/* more pieces than the caller can take: let it copy instead */
+			for (int i = 0; i < n; i++)
+				close(spans[i].fd);
+			return -EAGAIN;
+		}
 		uint64_t pos = off + done;
 		uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
 		size_t take = c->chunk_size - coff;
@@ -975,6 +997,7 @@ void cache_file_close(struct cache_file *f)
 		return;
 	if (f->sha)
 		EVP_MD_CTX_free(f->sha);
+	free(f->touched);
 	cache_blob_unref(f->cache, f->blob);
 	pthread_mutex_destroy(&f->lock);
 	free(f);

@@ -125,7 +125,7 @@ static int listing_save(struct cache *c, const char *name, const struct blob_lis
 	if (!text)
 		goto out;
 	meta_path(c, name, path, sizeof(path));
-	ret = cache_write_file(c, path, text, strlen(text));
+	ret = cache_write_file(c, path, text, strlen(text), 0);
 out:
 	cJSON_free(text);
 	cJSON_Delete(root);
@@ -319,6 +319,26 @@ out:
 	return ret;
 }
 
+void cache_record_forget(struct cache *c, const char *key)
+{
+	char name[PATH_MAX + 2], path[PATH_MAX];
+	struct cache_meta *m;
+
+	if ((size_t)snprintf(name, sizeof(name), "R%s", key) >= sizeof(name))
+		return;
+	meta_path(c, name, path, sizeof(path));
+	pthread_mutex_lock(&c->lock);
+	m = meta_get(c, name);
+	if (m && !m->fetching) {
+		m->loaded = 0;
+		free(m->data);
+		m->data = NULL;
+		m->len = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	unlink(path);
+}
+
 int cache_knows_store(struct cache *c)
 {
 	const char *names[] = { "Lruns/", "Lregistry/" };
@@ -377,7 +397,7 @@ int cache_record(struct cache *c, const char *key, int immutable, char **data, s
 	if (ret < 0) {
 		ret = blob_get(c->store, key, META_RECORD_MAX, &got, &glen, etag);
 		if (ret == 0) {
-			if (cache_write_file(c, path, got, glen) < 0)
+			if (cache_write_file(c, path, got, glen, immutable) < 0)
 				LOG_DEBUG("cannot keep record '%s' on disk", key);
 		} else if (ret == -ENOENT) {
 			unlink(path);

@@ -18,6 +18,7 @@
 #include "../blob/log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,6 +307,14 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
+	if (cache_dir && cache_dir[0] != '/') {
+		/* the daemon works from "/": keep the folder the user meant */
+		char cwd[PATH_MAX], *abs = NULL;
+		if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, cache_dir) < 0)
+			abs = NULL;
+		free(cache_dir);
+		cache_dir = abs;
+	}
 	if (!cache_dir) {
 		fail("no cache folder: give --cache-dir");
 		goto out;
@@ -326,7 +335,7 @@ int fs_mount_main(int argc, char **argv)
 
 	/* FUSE sees its own options only: ours were taken out by fuse_opt_parse */
 	if (fuse_opt_add_arg(&fargs, "artifactfs") < 0 ||
-	    fuse_opt_add_arg(&fargs, "-ofsname=artifactfs,subtype=artifactfs") < 0 ||
+	    fuse_opt_add_arg(&fargs, "-ofsname=artifactfs,subtype=artifactfs,ro") < 0 ||
 	    (o.debug && fuse_opt_add_arg(&fargs, "-d") < 0)) {
 		fail("out of memory");
 		goto out;

@@ -163,8 +163,23 @@ static void parse_time(const char *s, struct timespec *out)
 		out->tv_sec = 0;
 }
 
+static int version_parse(const char *text, size_t len, const char *name, int version,
+			 struct reg_version **out, int quiet);
+
 int reg_version_parse(const char *text, size_t len, const char *name, int version,
 		      struct reg_version **out)
+{
+	return version_parse(text, len, name, version, out, 0);
+}
+
+int reg_version_parse_quiet(const char *text, size_t len, const char *name, int version,
+			    struct reg_version **out)
+{
+	return version_parse(text, len, name, version, out, 1);
+}
+
+static int version_parse(const char *text, size_t len, const char *name, int version,
+			 struct reg_version **out, int quiet)
 {
 	struct reg_version *v = NULL;
 	cJSON *root, *it, *files, *f;
@@ -278,7 +293,7 @@ int reg_version_parse(const char *text, size_t len, const char *name, int versio
 	v = NULL;
 	ret = 0;
 out:
-	if (why)
+	if (why && !quiet)
 		LOG_WARN("registry record of model %s version %d is unusable (%s); skipped", name,
 			 version, why);
 	reg_version_free(v);

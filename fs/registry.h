@@ -53,6 +53,9 @@ int reg_version_name(const char *name);
  * result with reg_version_free. */
 int reg_version_parse(const char *text, size_t len, const char *name, int version,
 		      struct reg_version **out);
+/* The same without the warning when the record is refused (a first try). */
+int reg_version_parse_quiet(const char *text, size_t len, const char *name, int version,
+			    struct reg_version **out);
 void reg_version_free(struct reg_version *v);
 /* The file at path, or NULL. Borrowed from v. */
 const struct reg_file *reg_version_file(const struct reg_version *v, const char *path);

@@ -210,9 +210,21 @@ static int model_refresh(struct fs *fs, struct fs_model *m)
 				continue; /* deleted since the listing */
 			if (ret < 0)
 				goto out;
-			ret = reg_version_parse(text, len, m->name, v, &rv);
+			ret = reg_version_parse_quiet(text, len, m->name, v, &rv);
 			free(text);
 			text = NULL;
+			if (ret == -EBADMSG) {
+				/* the kept copy may be what is damaged: ask the store */
+				cache_record_forget(fs->cache, key);
+				ret = cache_record(fs->cache, key, 1, &text, &len);
+				if (ret == -ENOENT)
+					continue;
+				if (ret < 0)
+					goto out;
+				ret = reg_version_parse(text, len, m->name, v, &rv);
+				free(text);
+				text = NULL;
+			}
 			pthread_mutex_lock(&fs->lock);
 			if (ret == -EBADMSG) {
 				int *nb = realloc(m->bad, (m->nbad + 1) * sizeof(*nb));
@@ -320,7 +332,8 @@ static int model_view(struct fs *fs, const char *name, struct model_view *out)
 	} else {
 		for (size_t i = 0; i < m->npresent; i++)
 			out->versions[out->n++] = model_version(m, m->present[i]);
-		memcpy(out->aliases, m->aliases, m->naliases * sizeof(*m->aliases));
+		if (m->naliases)
+			memcpy(out->aliases, m->aliases, m->naliases * sizeof(*m->aliases));
 		out->naliases = m->naliases;
 		ret = 0;
 	}

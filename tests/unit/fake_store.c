@@ -26,6 +26,7 @@ struct fake_store {
 	unsigned reads, lists, stats;
 	unsigned delay_ms;
 	int fail;
+	int pinned;
 };
 
 static struct fake_store *fk(struct blob_store *s)
@@ -192,6 +193,18 @@ static int fake_replace(struct blob_store *s, const char *key, const char *etag,
 }
 
 static void fake_destroy(struct blob_store *s)
+{
+	if (fk(s)->pinned)
+		return;
+	fake_store_free(s);
+}
+
+void fake_store_pin(struct blob_store *s)
+{
+	fk(s)->pinned = 1;
+}
+
+void fake_store_free(struct blob_store *s)
 {
 	struct fake_store *f = fk(s);
 

@@ -18,6 +18,10 @@ void fake_store_put(struct blob_store *s, const char *key, const void *data, siz
 unsigned fake_store_reads(struct blob_store *s);
 unsigned fake_store_lists(struct blob_store *s);
 unsigned fake_store_gets(struct blob_store *s); /* stat calls */
+/* Makes blob_destroy (by a cache that owns the store) leave the store alive, so a
+ * test can count its calls after the cache is gone; free it with fake_store_free. */
+void fake_store_pin(struct blob_store *s);
+void fake_store_free(struct blob_store *s);
 /* Every read sleeps this long first. */
 void fake_store_set_delay_ms(struct blob_store *s, unsigned ms);
 /* Every call fails with err (0: none) until set back. */

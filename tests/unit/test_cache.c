@@ -378,6 +378,40 @@ static void test_sha256_checked_when_read_whole(void)
 	free(data);
 }
 
+static void test_sha256_checked_when_read_whole_out_of_order(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 5 * CS + 3;
+	char *data = pattern(len, 13), buf[CS], good[65], bad[65];
+	fake_store_put(s, "k", data, len);
+	sha_hex(data, len, good);
+	memcpy(bad, good, 65);
+	bad[5] = bad[5] == 'a' ? 'b' : 'a';
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	/* the chunks read last to first, as shuffled readahead may deliver them */
+	for (int pass = 0; pass < 2; pass++) {
+		struct cache_file *f = open_blob(c, "k", pass ? bad : good);
+		ssize_t last = 0;
+		for (int i = 5; i >= 0; i--) {
+			size_t n = i == 5 ? 3 : CS;
+			last = cache_file_read(f, buf, n, (uint64_t)i * CS);
+			if (i > 0)
+				CHECK_EQ(last, (ssize_t)n);
+		}
+		CHECK_EQ(last, pass ? -EBADMSG : (int)CS); /* the read that completes the file */
+		cache_file_close(f);
+	}
+	/* a reader that skips a chunk is never checked and never fetches it */
+	unsigned before = fake_store_reads(s);
+	struct cache_file *f = open_blob(c, "k", bad);
+	CHECK_EQ(cache_file_read(f, buf, 10, 0), 10);
+	CHECK_EQ(cache_file_read(f, buf, 3, 5 * CS), 3);
+	cache_file_close(f);
+	CHECK_EQ(fake_store_reads(s), before);
+	cache_destroy(c);
+	free(data);
+}
+
 static void test_sequential_reader_prefetches_each_chunk_once(void)
 {
 	struct blob_store *s = fake_store_create("fake://a");
@@ -385,6 +419,7 @@ static void test_sequential_reader_prefetches_each_chunk_once(void)
 	char *data = pattern(len, 11), *buf = malloc(len);
 	fake_store_put(s, "k", data, len);
 	fake_store_set_delay_ms(s, 5);
+	fake_store_pin(s);
 	struct cache *c = new_cache(s, 1 << 30, 4);
 	CHECK(cache_start(c) == 0);
 	struct cache_file *f = open_blob(c, "k", NULL);
@@ -394,6 +429,7 @@ static void test_sequential_reader_prefetches_each_chunk_once(void)
 	cache_file_close(f);
 	cache_destroy(c); /* joins the workers */
 	CHECK_EQ(fake_store_reads(s), 12);
+	fake_store_free(s);
 	free(buf);
 	free(data);
 }
@@ -404,6 +440,7 @@ static void test_random_reader_fetches_only_what_it_touches(void)
 	size_t len = 16 * CS;
 	char *data = pattern(len, 12), buf[4096];
 	fake_store_put(s, "k", data, len);
+	fake_store_pin(s);
 	struct cache *c = new_cache(s, 1 << 30, 4);
 	CHECK(cache_start(c) == 0);
 	struct cache_file *f = open_blob(c, "k", NULL);
@@ -415,6 +452,7 @@ static void test_random_reader_fetches_only_what_it_touches(void)
 	cache_file_close(f);
 	cache_destroy(c);
 	CHECK_EQ(fake_store_reads(s), 4);
+	fake_store_free(s);
 	free(data);
 }
 
@@ -522,6 +560,7 @@ int main(void)
 	RUN(test_changed_blob_is_a_new_entry_and_old_pin_fails);
 	RUN(test_store_failure_is_returned_then_recovers);
 	RUN(test_sha256_checked_when_read_whole);
+	RUN(test_sha256_checked_when_read_whole_out_of_order);
 	RUN(test_sequential_reader_prefetches_each_chunk_once);
 	RUN(test_random_reader_fetches_only_what_it_touches);
 	RUN(test_listing_is_cached_and_served_offline);
