@@ -42,6 +42,9 @@ struct fs_node {
 };
 
 struct fs_model;
+struct fs_open;
+
+#define FS_OPEN_BUCKETS 1024
 
 struct fs {
 	struct cache *cache;		/* owned */
@@ -53,6 +56,8 @@ struct fs {
 	struct fs_model *models;	/* protected by lock */
 	time_t err_logged;		/* protected by lock: last store failure logged */
 	pthread_key_t sent_fds;		/* per FUSE thread: fds of its last reply */
+	struct fs_open *opens[FS_OPEN_BUCKETS]; /* protected by lock: runs/ files' page cache */
+	size_t nopens;			/* protected by lock */
 	unsigned err_quiet;		/* protected by lock: failures not logged since */
 };
 

@@ -17,6 +17,18 @@ int fs_pin_run_file(struct fs *fs, struct fs_node *n);
 /* Logs that an open file's blob is no longer at etag, naming both etags. */
 void fs_log_changed(struct fs *fs, const char *path, int immutable, const char *etag);
 
+/*
+ * The kernel keeps one page cache per path, shared by every open file of it. A runs/
+ * file is opened at the etag the store has then, so two opens may be at different
+ * versions: fs_open_begin decides how this open uses the page cache so that no open
+ * file ever sees another version's pages. Returns 1 when the open must bypass the
+ * page cache (direct I/O: another version is cached and open), 0 when it uses it,
+ * with *keep set when the cached pages are of this very version. fs_open_end undoes
+ * a begin that returned 0.
+ */
+int fs_open_begin(struct fs *fs, const char *path, const char *etag, int *keep);
+void fs_open_end(struct fs *fs, const char *path);
+
 /* Pieces of cache files one read may send. */
 #define FS_SPANS_MAX 4
 

@@ -25,6 +25,7 @@
 struct fs_handle {
 	struct cache_file *cf;
 	int immutable;
+	int page_cache;		/* counted by fs_open_begin */
 	int logged;		/* the etag change has been logged once */
 	char etag[BLOB_ETAG_MAX];
 	char path[];		/* the mount path, for log lines */
@@ -131,7 +132,14 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		return fs_errno(fs, ret, path);
 	}
 	fi->fh = (uintptr_t)h;
-	fi->keep_cache = n.immutable;
+	if (n.immutable) {
+		fi->keep_cache = 1; /* a registered version never changes */
+	} else {
+		int keep = 0;
+		fi->direct_io = fs_open_begin(fs, path, n.etag, &keep);
+		fi->keep_cache = keep;
+		h->page_cache = !fi->direct_io;
+	}
 	return 0;
 }
 
@@ -232,6 +240,8 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 
 	(void)path;
+	if (h->page_cache)
+		fs_open_end(fs_of(), h->path);
 	cache_file_close(h->cf);
 	free(h);
 	return 0;

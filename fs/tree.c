@@ -35,6 +35,14 @@ struct fs_model {
 	char *aliases_text;		/* to warn about a bad table only when it changes */
 };
 
+/* A runs/ path whose page cache the kernel may hold (see fs_open_begin). */
+struct fs_open {
+	struct fs_open *next;
+	int users;			/* open files using the page cache */
+	char etag[BLOB_ETAG_MAX];	/* the version whose pages the kernel may hold */
+	char path[];
+};
+
 /* A model's state copied out for one lookup. */
 struct model_view {
 	struct reg_version **versions;	/* sorted by version; borrowed pointers */
@@ -42,6 +50,15 @@ struct model_view {
 	struct reg_alias *aliases;	/* owned copy */
 	size_t naliases;
 };
+
+static uint64_t cache_hash_path(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
 
 static time_t mono_now(void)
 {
@@ -98,6 +115,13 @@ void fs_destroy(struct fs *fs)
 {
 	if (!fs)
 		return;
+	for (size_t i = 0; i < FS_OPEN_BUCKETS; i++) {
+		while (fs->opens[i]) {
+			struct fs_open *o = fs->opens[i];
+			fs->opens[i] = o->next;
+			free(o);
+		}
+	}
 	while (fs->models) {
 		struct fs_model *m = fs->models;
 		fs->models = m->next;
@@ -768,6 +792,71 @@ int fs_list(struct fs *fs, const char *path, fs_fill_fn fill, void *ctx)
 		len += (size_t)snprintf(rel + len, sizeof(rel) - len, "%s%s", i > 3 ? "/" : "",
 					segs[i]);
 	return list_version(fs, segs[1], reg_version_name(segs[2]), rel, fill, ctx);
+}
+
+/* ---- the page cache of runs/ files ---- */
+
+#define FS_OPEN_KEEP 4096 /* remembered closed paths; beyond, they are forgotten */
+
+int fs_open_begin(struct fs *fs, const char *path, const char *etag, int *keep)
+{
+	size_t b = (size_t)(cache_hash_path(path) % FS_OPEN_BUCKETS);
+	struct fs_open *o;
+	int direct = 0;
+
+	*keep = 0;
+	pthread_mutex_lock(&fs->lock);
+	for (o = fs->opens[b]; o && strcmp(o->path, path) != 0; o = o->next)
+		;
+	if (!o) {
+		if (fs->nopens >= FS_OPEN_KEEP) {
+			/* forget closed paths: only their keep-cache hint is lost */
+			for (size_t i = 0; i < FS_OPEN_BUCKETS; i++) {
+				struct fs_open **pp = &fs->opens[i];
+				while (*pp) {
+					struct fs_open *x = *pp;
+					if (x->users == 0) {
+						*pp = x->next;
+						free(x);
+						fs->nopens--;
+					} else {
+						pp = &x->next;
+					}
+				}
+			}
+		}
+		o = calloc(1, sizeof(*o) + strlen(path) + 1);
+		if (!o) {
+			pthread_mutex_unlock(&fs->lock);
+			return 1; /* bypassing the page cache is always safe */
+		}
+		memcpy(o->path, path, strlen(path) + 1);
+		o->next = fs->opens[b];
+		fs->opens[b] = o;
+		fs->nopens++;
+	}
+	if (o->users > 0 && strcmp(o->etag, etag) != 0) {
+		direct = 1;
+	} else {
+		*keep = o->etag[0] && strcmp(o->etag, etag) == 0;
+		snprintf(o->etag, sizeof(o->etag), "%s", etag);
+		o->users++;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return direct;
+}
+
+void fs_open_end(struct fs *fs, const char *path)
+{
+	size_t b = (size_t)(cache_hash_path(path) % FS_OPEN_BUCKETS);
+	struct fs_open *o;
+
+	pthread_mutex_lock(&fs->lock);
+	for (o = fs->opens[b]; o && strcmp(o->path, path) != 0; o = o->next)
+		;
+	if (o && o->users > 0)
+		o->users--;
+	pthread_mutex_unlock(&fs->lock);
 }
 
 /* ---- helpers for the FUSE front ---- */

@@ -434,3 +434,23 @@ def test_cache_on_a_full_filesystem_still_serves_exact_bytes(store, make_mount, 
         m.stop()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_two_opens_at_two_versions_never_mix(store, make_mount):
+    old, new = os.urandom(16 * MiB), os.urandom(16 * MiB)
+    store.put("runs/e/r/ckpt.bin", old)
+    m = make_mount(store, "--chunk-size", "1M")
+    m.expect_log(r"changed in the store while open")
+    with open(m / "runs/e/r/ckpt.bin", "rb", buffering=0) as a:
+        assert a.read(1000) == old[:1000]
+        store.put("runs/e/r/ckpt.bin", new)
+        with open(m / "runs/e/r/ckpt.bin", "rb") as b:
+            assert b.read() == new  # the new open reads the new version whole
+        for off in (12 * MiB, 8 * MiB + 5, 1000):
+            a.seek(off)
+            try:
+                got = a.read(4096)
+            except OSError as e:
+                assert e.errno == errno.EIO
+                continue
+            assert got == old[off:off + 4096], off  # never the other version's bytes
