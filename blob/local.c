@@ -1,8 +1,9 @@
 /*
  * local.c: the file:// backend, a store kept in a local directory.
  *
- * Keys map to paths below the root; every key segment is checked (blob_name_ok) so
- * no key can leave the root. A blob's etag is derived from inode, size and
+ * Keys map to paths below the root; every key segment is checked (blob_name_ok) and
+ * every path is walked from the root's fd one segment at a time without following
+ * symlinks, so no key and no link inside the store can reach outside the root. A blob's etag is derived from inode, size and
  * nanosecond mtime: any write or replacement of the file gives a new etag, which is
  * what lets the cache and the registry trust it.
  *
@@ -28,7 +29,7 @@
 
 struct blob_local {
 	struct blob_store base;
-	char *root; /* absolute, no trailing '/' */
+	int rootfd; /* the store's folder; every path is resolved below it */
 };
 
 static struct blob_local *local_of(struct blob_store *s)
@@ -63,16 +64,6 @@ static int local_key_ok(const char *key, int is_prefix)
 	}
 }
 
-static int local_path(struct blob_local *l, const char *key, int is_prefix, char *path,
-		      size_t size)
-{
-	if (!local_key_ok(key, is_prefix))
-		return -ENOENT;
-	if ((size_t)snprintf(path, size, "%s/%s", l->root, key) >= size)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static int local_errno(int e)
 {
 	switch (e) {
@@ -93,20 +84,77 @@ static int local_errno(int e)
 	}
 }
 
+/*
+ * Opens the folder named by the first len bytes of key (segments separated by '/'),
+ * walking one segment at a time from the root with O_NOFOLLOW: a symlink anywhere in
+ * the store is never followed, so nothing outside the root is reachable. With
+ * create, missing folders are made. Returns an fd or -errno.
+ */
+static int local_dir(struct blob_local *l, const char *key, size_t len, int create)
+{
+	int dfd = dup(l->rootfd);
+	const char *p = key, *end = key + len;
+
+	if (dfd < 0)
+		return -errno;
+	while (p < end) {
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
+		char seg[NAME_MAX + 1];
+		int nfd;
+		if (n == 0) { /* the '/' that ends a prefix */
+			p++;
+			continue;
+		}
+		if (!blob_name_ok(p, n)) {
+			close(dfd);
+			return -ENOENT;
+		}
+		memcpy(seg, p, n);
+		seg[n] = '\0';
+		if (create && mkdirat(dfd, seg, 0755) < 0 && errno != EEXIST) {
+			int e = local_errno(errno);
+			close(dfd);
+			return e;
+		}
+		nfd = openat(dfd, seg, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(dfd);
+		if (nfd < 0)
+			return local_errno(errno);
+		dfd = nfd;
+		p += n + (slash ? 1 : 0);
+	}
+	return dfd;
+}
+
+/* Splits a blob key into its folder (an open fd) and its last segment. */
+static int local_parent(struct blob_local *l, const char *key, int create, const char **name)
+{
+	const char *slash = strrchr(key, '/');
+	const char *last = slash ? slash + 1 : key;
+
+	if (!local_key_ok(key, 0))
+		return -ENOENT;
+	*name = last;
+	return local_dir(l, key, (size_t)(last - key), create);
+}
+
 static int local_list(struct blob_store *s, const char *prefix, struct blob_list *out)
 {
 	struct blob_local *l = local_of(s);
-	char path[PATH_MAX];
 	struct dirent *d;
 	DIR *dir = NULL;
-	int ret;
+	int ret, fd;
 
-	ret = local_path(l, prefix, 1, path, sizeof(path));
-	if (ret < 0)
-		goto out;
-	dir = opendir(path);
+	if (!local_key_ok(prefix, 1))
+		return -ENOENT;
+	fd = local_dir(l, prefix, strlen(prefix), 0);
+	if (fd < 0)
+		return fd;
+	dir = fdopendir(fd);
 	if (!dir) {
 		ret = local_errno(errno);
+		close(fd);
 		goto out;
 	}
 	while ((d = readdir(dir))) {
@@ -139,24 +187,38 @@ out:
 	return ret;
 }
 
+/* Opens a blob (never through a symlink). */
+static int local_open_blob(struct blob_local *l, const char *key, int flags)
+{
+	const char *name;
+	int dfd = local_parent(l, key, 0, &name), fd;
+
+	if (dfd < 0)
+		return dfd;
+	fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+	fd = fd < 0 ? local_errno(errno) : fd;
+	close(dfd);
+	return fd;
+}
+
 static int local_stat(struct blob_store *s, const char *key, struct blob_stat *out)
 {
-	struct blob_local *l = local_of(s);
-	char path[PATH_MAX];
 	struct stat st;
-	int ret;
+	int fd = local_open_blob(local_of(s), key, O_PATH), ret = 0;
 
-	ret = local_path(l, key, 0, path, sizeof(path));
-	if (ret < 0)
-		return ret;
-	if (lstat(path, &st) < 0)
-		return local_errno(errno);
-	if (!S_ISREG(st.st_mode))
-		return -ENOENT;
-	out->size = (uint64_t)st.st_size;
-	out->mtime = st.st_mtim;
-	local_etag(&st, out->etag);
-	return 0;
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0)
+		ret = local_errno(errno);
+	else if (!S_ISREG(st.st_mode))
+		ret = -ENOENT;
+	if (ret == 0) {
+		out->size = (uint64_t)st.st_size;
+		out->mtime = st.st_mtim;
+		local_etag(&st, out->etag);
+	}
+	close(fd);
+	return ret;
 }
 
 #define LOCAL_PIECE (1u << 20)
@@ -164,20 +226,15 @@ static int local_stat(struct blob_store *s, const char *key, struct blob_stat *o
 static ssize_t local_read_to(struct blob_store *s, const char *key, const char *etag,
 			     uint64_t off, size_t len, blob_sink_fn sink, void *ctx)
 {
-	struct blob_local *l = local_of(s);
-	char path[PATH_MAX], now[BLOB_ETAG_MAX], after[BLOB_ETAG_MAX];
+	char now[BLOB_ETAG_MAX], after[BLOB_ETAG_MAX];
 	char *buf = NULL;
 	struct stat st;
 	size_t done = 0;
 	ssize_t ret;
-	int fd = -1;
+	int fd = local_open_blob(local_of(s), key, O_RDONLY);
 
-	ret = local_path(l, key, 0, path, sizeof(path));
-	if (ret < 0)
-		goto out;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		ret = local_errno(errno);
+		ret = fd < 0 ? fd : local_errno(errno);
 		/* a pinned read of a deleted blob: that version is gone */
 		if (ret == -ENOENT && etag && *etag)
 			ret = -ESTALE;
@@ -231,33 +288,23 @@ out:
 	return ret;
 }
 
-/* Creates the folders above path (mkdir -p of its parent). */
-static int local_mkparents(struct blob_local *l, const char *path)
+/* Writes data to a new temp file in the folder dfd; its name goes into tmp. */
+static int local_write_tmp(int dfd, const void *data, size_t len, char *tmp, size_t size)
 {
-	char tmp[PATH_MAX];
-	size_t rootlen = strlen(l->root);
+	unsigned char rnd[8];
+	int fd = -1, ret = 0;
 
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + rootlen + 1; (p = strchr(p, '/')); p++) {
-		*p = '\0';
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+	for (int tries = 0; fd < 0 && tries < 100; tries++) {
+		if (getentropy(rnd, sizeof(rnd)) < 0)
+			return -EIO;
+		snprintf(tmp, size, LOCAL_TMP_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0],
+			 rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EEXIST)
 			return local_errno(errno);
-		*p = '/';
 	}
-	return 0;
-}
-
-/* Writes data to a new temp file beside path and returns its name in tmp. */
-static int local_write_tmp(const char *path, const void *data, size_t len, char *tmp,
-			   size_t size)
-{
-	const char *slash = strrchr(path, '/');
-	int fd, ret = 0;
-
-	snprintf(tmp, size, "%.*s/" LOCAL_TMP_PREFIX "XXXXXX", (int)(slash - path), path);
-	fd = mkstemp(tmp);
 	if (fd < 0)
-		return local_errno(errno);
+		return -EIO;
 	for (size_t done = 0; done < len;) {
 		ssize_t n = write(fd, (const char *)data + done, len - done);
 		if (n < 0 && errno == EINTR)
@@ -268,53 +315,49 @@ static int local_write_tmp(const char *path, const void *data, size_t len, char 
 		}
 		done += (size_t)n;
 	}
-	if (ret == 0 && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
+	if (ret == 0 && fsync(fd) < 0)
 		ret = local_errno(errno);
 	close(fd);
 	if (ret < 0)
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
 	return ret;
 }
 
 static int local_create(struct blob_store *s, const char *key, const void *data, size_t len)
 {
-	struct blob_local *l = local_of(s);
-	char path[PATH_MAX], tmp[PATH_MAX + 32];
-	int ret;
+	char tmp[64];
+	const char *name;
+	int dfd, ret;
 
-	ret = local_path(l, key, 0, path, sizeof(path));
-	if (ret < 0)
-		return ret == -ENOENT ? -EINVAL : ret;
-	ret = local_mkparents(l, path);
-	if (ret < 0)
-		return ret;
-	ret = local_write_tmp(path, data, len, tmp, sizeof(tmp));
-	if (ret < 0)
-		return ret;
-	/* link(2) never replaces: of concurrent creators exactly one wins */
-	if (link(tmp, path) < 0)
-		ret = local_errno(errno);
-	unlink(tmp);
+	if (!local_key_ok(key, 0))
+		return -EINVAL;
+	dfd = local_parent(local_of(s), key, 1, &name);
+	if (dfd < 0)
+		return dfd;
+	ret = local_write_tmp(dfd, data, len, tmp, sizeof(tmp));
+	if (ret == 0) {
+		/* link(2) never replaces: of concurrent creators exactly one wins */
+		if (linkat(dfd, tmp, dfd, name, 0) < 0)
+			ret = local_errno(errno);
+		unlinkat(dfd, tmp, 0);
+	}
+	close(dfd);
 	return ret;
 }
 
 static int local_replace(struct blob_store *s, const char *key, const char *etag,
 			 const void *data, size_t len)
 {
-	struct blob_local *l = local_of(s);
-	char path[PATH_MAX], tmp[PATH_MAX + 32], now[BLOB_ETAG_MAX];
+	char tmp[64], now[BLOB_ETAG_MAX];
+	const char *name;
 	struct stat st;
-	int dfd = -1, ret;
+	int dfd, ret;
 
-	ret = local_path(l, key, 0, path, sizeof(path));
-	if (ret < 0)
-		return ret == -ENOENT ? -EINVAL : ret;
-	char *slash = strrchr(path, '/');
-	*slash = '\0';
-	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	*slash = '/';
+	if (!local_key_ok(key, 0))
+		return -EINVAL;
+	dfd = local_parent(local_of(s), key, 0, &name);
 	if (dfd < 0)
-		return local_errno(errno);
+		return dfd;
 	/* The folder lock serialises replacers of every record in it. */
 	while (flock(dfd, LOCK_EX) < 0) {
 		if (errno != EINTR) {
@@ -322,21 +365,19 @@ static int local_replace(struct blob_store *s, const char *key, const char *etag
 			goto out;
 		}
 	}
-	if (lstat(path, &st) < 0) {
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		ret = local_errno(errno);
 		goto out;
 	}
 	local_etag(&st, now);
-	if (strcmp(now, etag) != 0) {
+	if (!S_ISREG(st.st_mode) || strcmp(now, etag) != 0) {
 		ret = -ESTALE;
 		goto out;
 	}
-	ret = local_write_tmp(path, data, len, tmp, sizeof(tmp));
-	if (ret < 0)
-		goto out;
-	if (rename(tmp, path) < 0) {
+	ret = local_write_tmp(dfd, data, len, tmp, sizeof(tmp));
+	if (ret == 0 && renameat(dfd, tmp, dfd, name) < 0) {
 		ret = local_errno(errno);
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
 	}
 out:
 	close(dfd); /* drops the lock */
@@ -347,7 +388,8 @@ static void local_destroy(struct blob_store *s)
 {
 	struct blob_local *l = local_of(s);
 
-	free(l->root);
+	if (l->rootfd >= 0)
+		close(l->rootfd);
 	free(l->base.id);
 	free(l);
 }
@@ -390,9 +432,16 @@ int blob_local_open(const char *url, struct blob_store **out, char *err, size_t 
 	if (!l)
 		goto nomem;
 	l->base.ops = &local_ops;
-	l->root = strdup(strcmp(real, "/") == 0 ? "" : real);
-	if (!l->root || asprintf(&l->base.id, "file://%s", real) < 0) {
+	l->rootfd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (l->rootfd < 0) {
+		snprintf(err, errlen, "store %.200s: %s", url, strerror(errno));
+		ret = -errno;
+		free(l);
+		goto fail;
+	}
+	if (asprintf(&l->base.id, "file://%s", real) < 0) {
 		l->base.id = NULL;
+		close(l->rootfd);
 		goto nomem;
 	}
 	*out = &l->base;
@@ -400,10 +449,7 @@ int blob_local_open(const char *url, struct blob_store **out, char *err, size_t 
 nomem:
 	snprintf(err, errlen, "out of memory");
 	ret = -ENOMEM;
-	if (l) {
-		free(l->root);
-		free(l);
-	}
+	free(l);
 fail:
 	return ret;
 }

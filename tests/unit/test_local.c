@@ -82,6 +82,44 @@ static void test_keys_cannot_leave_the_store(void)
 	blob_destroy(s);
 }
 
+static void test_symlinks_in_the_store_are_never_followed(void)
+{
+	char path[600], outside[600];
+	put("runs/e/r/a.txt", "inside");
+	snprintf(outside, sizeof(outside), "%s/outside", check_dir);
+	CHECK(mkdir(outside, 0755) == 0);
+	snprintf(path, sizeof(path), "%s/outside/secret", check_dir);
+	int fd = open(path, O_WRONLY | O_CREAT, 0644);
+	CHECK(fd >= 0 && write(fd, "secret", 6) == 6);
+	close(fd);
+	/* the store is a folder inside check_dir: links point out of it */
+	char store[600], link[700];
+	snprintf(store, sizeof(store), "%s/runs", check_dir);
+	snprintf(link, sizeof(link), "%s/e/r/link", store);
+	CHECK(symlink(path, link) == 0);
+	snprintf(link, sizeof(link), "%s/e/dirlink", store);
+	CHECK(symlink(outside, link) == 0);
+	char url[700], err[256], buf[16];
+	struct blob_store *s = NULL;
+	snprintf(url, sizeof(url), "file://%s", store);
+	CHECK_EQ(blob_open(url, NULL, &s, err, sizeof(err)), 0);
+	struct blob_stat st;
+	CHECK_EQ(blob_stat(s, "e/r/link", &st), -ENOENT);
+	CHECK_EQ(blob_read(s, "e/r/link", "", 0, 6, buf), -ENOENT);
+	CHECK_EQ(blob_stat(s, "e/dirlink/secret", &st), -ENOENT);
+	CHECK_EQ(blob_read(s, "e/dirlink/secret", "", 0, 6, buf), -ENOENT);
+	struct blob_list l;
+	blob_list_init(&l);
+	CHECK_EQ(blob_list(s, "e/dirlink/", &l), -ENOENT);
+	CHECK_EQ(blob_list(s, "e/r/", &l), 0);
+	CHECK_EQ(l.count, 1); /* a.txt only */
+	blob_list_release(&l);
+	CHECK_EQ(blob_create(s, "e/dirlink/new.json", "{}", 2), -ENOENT);
+	snprintf(path, sizeof(path), "%s/outside/new.json", check_dir);
+	CHECK(access(path, F_OK) < 0);
+	blob_destroy(s);
+}
+
 static void test_etag_changes_with_content_and_read_is_pinned(void)
 {
 	put("f", "one");
@@ -151,6 +189,7 @@ int main(void)
 	RUN(test_bad_urls_are_refused_with_a_message);
 	RUN(test_list_stat_read);
 	RUN(test_keys_cannot_leave_the_store);
+	RUN(test_symlinks_in_the_store_are_never_followed);
 	RUN(test_etag_changes_with_content_and_read_is_pinned);
 	RUN(test_create_if_absent_and_replace_if_unchanged);
 	RUN(test_clean_drops_bad_names_and_shadowed_blobs);
