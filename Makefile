@@ -1,8 +1,10 @@
 # artifactfs: a read-through cached FUSE tree of ML runs and registered models.
-#   make          build build/artifactfs
-#   make test     install what the tests need, build, run every test
-#   make demo     install, build, mount a sample store at ./mnt
-#   make SANITIZE=address,undefined test   the same under sanitizers
+#   make            build build/artifactfs
+#   make test       install what the tests need, then run every test: the unit and
+#                   mount suites, the same under ASan+UBSan, and each fuzz target
+#   make test SANITIZE=address,undefined   only the suites, under those sanitizers
+#   make demo       install, build, mount a sample store at ./mnt
+#   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 
 CC ?= cc
 PKGS := fuse3 libcurl openssl libcjson expat
@@ -10,12 +12,12 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
 	  -pthread $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+B := build
 ifneq ($(SANITIZE),)
-CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+B := build/san
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-
-B := build
 BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c \
 	    blob/azure_auth.c blob/azure_xml.c
 CACHE_SRC := cache/cache.c cache/chunk.c cache/meta.c cache/crc32c.c
@@ -27,7 +29,7 @@ HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/unit/*.h)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all test unit demo clean deps test-deps
+.PHONY: all test check unit demo clean deps test-deps
 all: $(B)/artifactfs
 
 $(B)/%.o: %.c $(HDRS)
@@ -50,9 +52,20 @@ test-deps:
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
+# one whole suite with this build (plain, or sanitized with SANITIZE=...)
+check: all unit
+	ARTIFACTFS_BIN=$(abspath $(B)/artifactfs) scripts/run-tests
+
+CI_FUZZ_SECONDS ?= 60
 test: test-deps
-	$(MAKE) all unit
-	scripts/run-tests
+ifeq ($(SANITIZE),)
+	$(MAKE) check
+	$(MAKE) check SANITIZE=address,undefined
+	$(MAKE) fuzz-regress
+	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+else
+	$(MAKE) check SANITIZE=$(SANITIZE)
+endif
 
 demo: deps
 	$(MAKE) all

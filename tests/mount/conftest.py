@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / "build" / "artifactfs"
+BIN = Path(os.environ.get("ARTIFACTFS_BIN", ROOT / "build" / "artifactfs"))
+# A sanitized build stops at the first finding, with a stack trace in the log.
+os.environ.setdefault("ASAN_OPTIONS", "abort_on_error=1:detect_leaks=1")
+os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                   "runtime error:")
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -47,6 +52,7 @@ def run_cli(*args, check=True, store=None, env=None):
     if check and p.returncode != 0:
         raise AssertionError(f"artifactfs {' '.join(map(str, args))} failed "
                              f"({p.returncode}): {p.stderr}")
+    assert not any(mark in p.stderr for mark in SANITIZER_MARKS), p.stderr
     return p
 
 
@@ -225,7 +231,9 @@ class Mount:
     def unexpected_log_lines(self):
         bad = []
         for line in self.log().splitlines():
-            if re.search(r": (WARN|ERROR): ", line) and \
+            if any(mark in line for mark in SANITIZER_MARKS):
+                bad.append(line)
+            elif re.search(r": (WARN|ERROR): ", line) and \
                     not any(p.search(line) for p in self.expected):
                 bad.append(line)
         return bad
