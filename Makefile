@@ -64,6 +64,7 @@ ifeq ($(SANITIZE),)
 	$(MAKE) fuzz-regress
 	$(MAKE) fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 else
+	$(MAKE) SANITIZE= all
 	$(MAKE) check SANITIZE=$(SANITIZE)
 endif
 
