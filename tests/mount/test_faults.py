@@ -49,6 +49,15 @@ def read_through(path):
         return f.read()
 
 
+def reads_exactly(path, data):
+    """True once path reads back as data; EIO (the store still counts as down) is False."""
+    try:
+        return read_through(path) == data
+    except OSError as e:
+        assert e.errno == errno.EIO
+        return False
+
+
 def blob_names(store, prefix):
     """Names under prefix, listed from Azurite directly."""
     st, _, body = store.client._request(
@@ -179,13 +188,8 @@ def test_persistent_failure_gives_eio_in_time_and_the_mount_recovers(proxy, via,
     assert m.proc.poll() is None and is_mounted(m.path)
     n = proxy.seen("GET", blob)
 
-    def reads_again():
-        try:
-            return read_through(m / "runs/e/r/model.bin") == data
-        except OSError as e:
-            assert e.errno == errno.EIO
-            return False
-    wait_for(reads_again, 15, "the mount to recover by itself")
+    wait_for(lambda: reads_exactly(m / "runs/e/r/model.bin", data), 15,
+             "the mount to recover by itself")
     assert proxy.seen("GET", blob) > n
     assert proxy.injected() == down.injected
 
@@ -212,13 +216,8 @@ def test_a_store_that_never_answers_gives_eio_at_the_deadline(proxy, via, make_m
 
     proxy.clear(hang)
 
-    def reads_again():
-        try:
-            return read_through(m / "runs/e/r/slow.bin") == data
-        except OSError as e:
-            assert e.errno == errno.EIO
-            return False
-    wait_for(reads_again, 15, "the mount to recover by itself")
+    wait_for(lambda: reads_exactly(m / "runs/e/r/slow.bin", data), 15,
+             "the mount to recover by itself")
 
 
 def test_listing_faults_are_retried(proxy, via, make_mount):
