@@ -10,6 +10,7 @@
 
 #include "cache.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -109,7 +110,8 @@ struct cache_file {
 	uint8_t *touched;		/* bitmap: chunks read through this file */
 	uint64_t ntouched, nchunks;
 	unsigned char want[32];
-	int hash_state;			/* 0 running, 1 matched, -1 mismatch, 2 given up */
+	int hash_state;			/* 0 running, 1 matched, -1 mismatch */
+	char mark[PATH_MAX];		/* the sha256 mark to write once matched */
 };
 
 /* crc32c.c */
@@ -132,6 +134,8 @@ void *cache_worker(void *arg);
 void cache_blob_unref(struct cache *c, struct cache_blob *b);
 
 /* meta.c */
+/* Where the cache keeps what it knows under name (a listing, a record, a mark). */
+void cache_meta_path(struct cache *c, const char *name, char *path, size_t size);
 void cache_metas_free(struct cache *c);
 
 #endif

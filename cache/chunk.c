@@ -719,6 +719,18 @@ static int hex_digit(char ch)
 	return -1;
 }
 
+/* The mark that says: this blob version was read whole and matched this sha256. The
+ * etag pins the bytes, so it never needs checking again, and reads of it go without
+ * a copy through the daemon. */
+static void sha_mark_path(struct cache *c, const struct cache_blob *b, const char *sha256,
+			  char *path, size_t size)
+{
+	char name[CACHE_HEX_LEN + 80];
+
+	snprintf(name, sizeof(name), "S%s:%.64s", b->hex, sha256);
+	cache_meta_path(c, name, path, size);
+}
+
 int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t size,
 		    const char *sha256, struct cache_file **out)
 {
@@ -741,8 +753,15 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 	f->blob = b;
 	f->window = 2;
 	pthread_mutex_init(&f->lock, NULL);
+	char mark[PATH_MAX];
+	if (sha256 && strlen(sha256) == 64) {
+		sha_mark_path(c, b, sha256, mark, sizeof(mark));
+		if (access(mark, F_OK) == 0)
+			sha256 = NULL; /* checked before */
+	}
 	if (sha256 && strlen(sha256) == 64) {
 		int ok = 1;
+		memcpy(f->mark, mark, sizeof(f->mark));
 		for (int i = 0; i < 32 && ok; i++) {
 			int hi = hex_digit(sha256[2 * i]), lo = hex_digit(sha256[2 * i + 1]);
 			ok = hi >= 0 && lo >= 0;
@@ -895,6 +914,8 @@ static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t o
 		EVP_DigestFinal_ex(f->sha, md, &mdlen);
 		if (memcmp(md, f->want, 32) == 0) {
 			f->hash_state = 1;
+			if (cache_write_file(c, f->mark, "", 0, 0) < 0)
+				LOG_DEBUG("cannot keep the sha256 mark of %s", f->blob->key);
 		} else {
 			f->hash_state = -1;
 			LOG_ERROR("%s: the bytes read do not match the registered sha256",

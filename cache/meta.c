@@ -45,7 +45,7 @@ static struct cache_meta *meta_get(struct cache *c, const char *name)
 	return m;
 }
 
-static void meta_path(struct cache *c, const char *name, char *path, size_t size)
+void cache_meta_path(struct cache *c, const char *name, char *path, size_t size)
 {
 	char hex[CACHE_HEX_LEN + 1];
 	const void *parts[] = { c->store->id, name };
@@ -124,7 +124,7 @@ static int listing_save(struct cache *c, const char *name, const struct blob_lis
 	text = cJSON_PrintUnformatted(root);
 	if (!text)
 		goto out;
-	meta_path(c, name, path, sizeof(path));
+	cache_meta_path(c, name, path, sizeof(path));
 	ret = cache_write_file(c, path, text, strlen(text), 0);
 out:
 	cJSON_free(text);
@@ -139,7 +139,7 @@ static int listing_load(struct cache *c, const char *name, struct blob_list *l, 
 	size_t len;
 	int ret;
 
-	meta_path(c, name, path, sizeof(path));
+	cache_meta_path(c, name, path, sizeof(path));
 	ret = read_file(path, &text, &len);
 	if (ret < 0)
 		goto out;
@@ -326,7 +326,7 @@ void cache_record_forget(struct cache *c, const char *key)
 
 	if ((size_t)snprintf(name, sizeof(name), "R%s", key) >= sizeof(name))
 		return;
-	meta_path(c, name, path, sizeof(path));
+	cache_meta_path(c, name, path, sizeof(path));
 	pthread_mutex_lock(&c->lock);
 	m = meta_get(c, name);
 	if (m && !m->fetching) {
@@ -345,7 +345,7 @@ int cache_knows_store(struct cache *c)
 	char path[PATH_MAX];
 
 	for (int i = 0; i < 2; i++) {
-		meta_path(c, names[i], path, sizeof(path));
+		cache_meta_path(c, names[i], path, sizeof(path));
 		if (access(path, R_OK) == 0)
 			return 1;
 	}
@@ -376,7 +376,7 @@ int cache_record(struct cache *c, const char *key, int immutable, char **data, s
 	*len = 0;
 	if ((size_t)snprintf(name, sizeof(name), "R%s", key) >= sizeof(name))
 		return -ENAMETOOLONG;
-	meta_path(c, name, path, sizeof(path));
+	cache_meta_path(c, name, path, sizeof(path));
 	pthread_mutex_lock(&c->lock);
 	m = meta_get(c, name);
 	if (!m) {
