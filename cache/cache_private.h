@@ -114,8 +114,10 @@ struct cache_file {
 	char mark[PATH_MAX];		/* the sha256 mark to write once matched */
 };
 
-/* crc32c.c */
+/* crc32c.c: crc 0 to start, the previous result to go on. Cannot fail. */
 uint32_t cache_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The same with the byte table only, to check the fast one against. */
+uint32_t cache_crc32c_portable(uint32_t crc, const void *buf, size_t len);
 
 /* cache.c */
 uint64_t cache_hash_str(const char *s, uint64_t seed);

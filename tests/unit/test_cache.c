@@ -4,6 +4,7 @@
 #include "check.h"
 #include "fake_store.h"
 #include "../../cache/cache.h"
+#include "../../cache/cache_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -544,6 +545,27 @@ static void test_mutable_record_refreshes_after_ttl(void)
 	cache_destroy(c);
 }
 
+static void test_crc32c_known_value_and_fast_path_agree(void)
+{
+	CHECK_EQ(cache_crc32c(0, "123456789", 9), 0xE3069283u);
+	CHECK_EQ(cache_crc32c_portable(0, "123456789", 9), 0xE3069283u);
+	size_t sizes[] = { 0, 1, 7, 8, 255, 256, 767, 768, 769, 24575, 24576, 24577, 100000,
+			   3 * 8192 * 5 + 3 * 256 + 13 };
+	char *buf = pattern(200000, 99);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(*sizes); i++) {
+		for (size_t off = 0; off < 3; off++) {
+			uint32_t fast = cache_crc32c(0, buf + off, sizes[i]);
+			CHECK_EQ(fast, cache_crc32c_portable(0, buf + off, sizes[i]));
+			/* in two calls, cut anywhere */
+			size_t cut = sizes[i] / 3;
+			uint32_t two = cache_crc32c(cache_crc32c(0, buf + off, cut), buf + off + cut,
+						    sizes[i] - cut);
+			CHECK_EQ(two, fast);
+		}
+	}
+	free(buf);
+}
+
 static void test_cache_folder_is_private(void)
 {
 	struct blob_store *s = fake_store_create("fake://a");
@@ -576,6 +598,7 @@ int main(void)
 	RUN(test_listing_is_cached_and_served_offline);
 	RUN(test_immutable_record_served_from_disk);
 	RUN(test_mutable_record_refreshes_after_ttl);
+	RUN(test_crc32c_known_value_and_fast_path_agree);
 	RUN(test_cache_folder_is_private);
 	CHECK_DONE();
 }
