@@ -74,3 +74,5 @@ demo: deps
 
 clean:
 	rm -rf $(B)
+
+include tests/fuzz/fuzz.mk

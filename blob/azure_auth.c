@@ -363,6 +363,12 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 	int vhost, ret = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
+	if (strpbrk(url, "?#")) {
+		/* never echo a query: it may hold a SAS signature */
+		snprintf(err, errlen, "bad store URL: put a SAS token in AZURE_STORAGE_SAS_TOKEN, "
+			 "not in STORE");
+		goto out;
+	}
 	if (strncmp(url, "wasbs://", 8) == 0 || strncmp(url, "wasb://", 7) == 0) {
 		/* wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX */
 		scheme = url[4] == 's' ? "https" : "http";
@@ -395,14 +401,14 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 		snprintf(err, errlen, "bad store URL '%.200s': no host", url);
 		goto out;
 	}
-	if (strchr(url, '?') || strchr(url, '#')) {
-		snprintf(err, errlen, "bad store URL: put a SAS token in AZURE_STORAGE_SAS_TOKEN, "
-			 "not in STORE");
-		goto out;
-	}
 	const char *p = path ? path + 1 : "";
 	if (vhost) {
 		const char *dot = memchr(host, '.', hostlen);
+		if (!dot || dot == host) {
+			snprintf(err, errlen, "bad store URL '%.200s' (expected "
+				 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX)", url);
+			goto out;
+		}
 		out->account = dup_n(host, (size_t)(dot - host));
 		if (asprintf(&out->endpoint, "%s://%.*s", scheme, (int)hostlen, host) < 0)
 			out->endpoint = NULL;
@@ -436,7 +442,7 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 			 "(3-63 of a-z, 0-9, -)", url, out->container);
 		goto out;
 	}
-	for (const char *a = out->account; *a; a++)
+	for (const char *a = out->account; *a || a == out->account; a++)
 		if (!isalnum((unsigned char)*a)) {
 			snprintf(err, errlen, "bad store URL '%.200s': bad account name", url);
 			goto out;

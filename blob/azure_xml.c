@@ -113,8 +113,8 @@ static void emit(struct xml_state *x, int is_dir)
 	struct blob_entry e = { 0 };
 	char *name = x->name;
 
-	if (!name)
-		return;
+	if (!name || !x->out)
+		return; /* not a listing (an error body may look like one) */
 	if (x->name_encoded)
 		pct_decode(name);
 	if (strncmp(name, x->prefix, x->prefix_len) != 0)

@@ -24,9 +24,11 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 	if (strncmp(url, "wasbs://", 8) == 0 || strncmp(url, "wasb://", 7) == 0 ||
 	    strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0)
 		return blob_azure_open(url, opt, out, err, errlen);
-	snprintf(err, errlen, "unsupported store URL '%.200s' (expected file:///abs/path, "
+	/* never echo a query: it may hold a SAS signature */
+	snprintf(err, errlen, "unsupported store URL '%.*s' (expected file:///abs/path, "
 		 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX or "
-		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX)", url);
+		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX)",
+		 (int)(strcspn(url, "?#") < 200 ? strcspn(url, "?#") : 200), url);
 	return -EINVAL;
 }
 

@@ -340,9 +340,13 @@ int reg_aliases_parse(const char *text, size_t len, const char *name,
 				 name, it->string);
 			continue;
 		}
-		snprintf(a[*n].name, sizeof(a[*n].name), "%s", it->string);
-		a[*n].version = (int)it->valuedouble;
-		(*n)++;
+		size_t i = 0;
+		while (i < *n && strcmp(a[i].name, it->string) != 0)
+			i++; /* a name given twice: the last one counts, as in most readers */
+		snprintf(a[i].name, sizeof(a[i].name), "%s", it->string);
+		a[i].version = (int)it->valuedouble;
+		if (i == *n)
+			(*n)++;
 	}
 	*out = a;
 	a = NULL;
