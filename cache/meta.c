@@ -12,7 +12,6 @@
 #include "cache_private.h"
 #include "../blob/log.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -94,87 +93,112 @@ out:
 	return ret;
 }
 
-/* ---- listings on disk: {"missing":false,"entries":[[name,dir,size,sec,nsec,etag]]} */
+/* ---- listings on disk ----
+ * One line of header, then one line per entry: name, folder flag, size, mtime seconds
+ * and nanoseconds, etag, separated by tabs. Names never hold a control character
+ * (blob_list_clean drops those), and a listing with such an etag is not kept, so the
+ * format needs no escaping. Streaming it keeps memory flat for folders of millions.
+ */
+#define LISTING_MAGIC "artifactfs-listing 1"
+
+static int line_ok(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20)
+			return 0;
+	return 1;
+}
 
 static int listing_save(struct cache *c, const char *name, const struct blob_list *l,
 			int missing)
 {
-	cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();
-	char path[PATH_MAX], *text = NULL;
-	int ret = -ENOMEM;
+	size_t cap = 64 + l->count * 64, len = 0;
+	char *text = malloc(cap), path[PATH_MAX];
+	int ret;
 
-	if (!root || !arr)
-		goto out;
-	cJSON_AddItemToObject(root, "entries", arr);
-	if (!cJSON_AddBoolToObject(root, "missing", missing))
-		goto out;
+	if (!text)
+		return -ENOMEM;
+	len = (size_t)snprintf(text, cap, LISTING_MAGIC "\t%d\n", missing);
 	for (size_t i = 0; i < l->count; i++) {
 		const struct blob_entry *e = &l->entries[i];
-		cJSON *row = cJSON_CreateArray();
-		if (!row)
-			goto out;
-		cJSON_AddItemToArray(arr, row);
-		cJSON_AddItemToArray(row, cJSON_CreateString(e->name));
-		cJSON_AddItemToArray(row, cJSON_CreateNumber(e->is_dir));
-		cJSON_AddItemToArray(row, cJSON_CreateNumber((double)e->size));
-		cJSON_AddItemToArray(row, cJSON_CreateNumber((double)e->mtime.tv_sec));
-		cJSON_AddItemToArray(row, cJSON_CreateNumber((double)e->mtime.tv_nsec));
-		cJSON_AddItemToArray(row, cJSON_CreateString(e->etag));
+		size_t need = strlen(e->name) + strlen(e->etag) + 80;
+		if (!line_ok(e->name) || !line_ok(e->etag)) {
+			free(text);
+			return -EINVAL;
+		}
+		if (len + need > cap) {
+			cap = (len + need) * 2;
+			char *n = realloc(text, cap);
+			if (!n) {
+				free(text);
+				return -ENOMEM;
+			}
+			text = n;
+		}
+		len += (size_t)snprintf(text + len, cap - len, "%s\t%d\t%llu\t%lld\t%ld\t%s\n",
+					e->name, e->is_dir, (unsigned long long)e->size,
+					(long long)e->mtime.tv_sec, e->mtime.tv_nsec, e->etag);
 	}
-	text = cJSON_PrintUnformatted(root);
-	if (!text)
-		goto out;
 	cache_meta_path(c, name, path, sizeof(path));
-	ret = cache_write_file(c, path, text, strlen(text), 0);
-out:
-	cJSON_free(text);
-	cJSON_Delete(root);
+	ret = cache_write_file(c, path, text, len, 0);
+	free(text);
 	return ret;
 }
 
 static int listing_load(struct cache *c, const char *name, struct blob_list *l, int *missing)
 {
-	char path[PATH_MAX], *text = NULL;
-	cJSON *root = NULL, *arr, *row;
+	char path[PATH_MAX], *text = NULL, *p, *end;
 	size_t len;
 	int ret;
 
 	cache_meta_path(c, name, path, sizeof(path));
 	ret = read_file(path, &text, &len);
 	if (ret < 0)
+		return ret;
+	ret = -EBADMSG;
+	end = text + len;
+	p = memchr(text, '\n', len);
+	if (!p || strncmp(text, LISTING_MAGIC "\t", strlen(LISTING_MAGIC) + 1) != 0)
 		goto out;
-	root = cJSON_ParseWithLength(text, len);
-	arr = cJSON_GetObjectItemCaseSensitive(root, "entries");
-	if (!root || !cJSON_IsArray(arr)) {
-		ret = -EBADMSG;
-		goto out;
-	}
-	*missing = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "missing"));
-	cJSON_ArrayForEach(row, arr)
-	{
-		cJSON *f[6];
+	*missing = text[strlen(LISTING_MAGIC) + 1] == '1';
+	for (p++; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p)), *f[6];
+		int n = 0;
+		if (!nl)
+			goto out;
+		*nl = '\0';
+		for (char *q = p; n < 6; n++) {
+			f[n] = q;
+			q = strchr(q, '\t');
+			if (!q)
+				break;
+			*q++ = '\0';
+		}
+		if (n != 5)
+			goto out; /* not six fields */
 		struct blob_entry e = { 0 };
-		for (int i = 0; i < 6; i++)
-			f[i] = cJSON_GetArrayItem(row, i);
-		if (!cJSON_IsString(f[0]) || !cJSON_IsNumber(f[1]) || !cJSON_IsNumber(f[2]) ||
-		    !cJSON_IsNumber(f[3]) || !cJSON_IsNumber(f[4]) || !cJSON_IsString(f[5]) ||
-		    strlen(f[5]->valuestring) >= BLOB_ETAG_MAX) {
-			ret = -EBADMSG;
+		char *x;
+		e.name = f[0];
+		e.is_dir = f[1][0] == '1';
+		errno = 0;
+		e.size = strtoull(f[2], &x, 10);
+		if (*x)
+			goto out;
+		e.mtime.tv_sec = (time_t)strtoll(f[3], &x, 10);
+		if (*x)
+			goto out;
+		e.mtime.tv_nsec = strtol(f[4], &x, 10);
+		if (*x || errno || strlen(f[5]) >= BLOB_ETAG_MAX)
+			goto out;
+		memcpy(e.etag, f[5], strlen(f[5]) + 1);
+		if (blob_list_add(l, &e) < 0) {
+			ret = -ENOMEM;
 			goto out;
 		}
-		e.name = f[0]->valuestring;
-		e.is_dir = f[1]->valueint != 0;
-		e.size = (uint64_t)f[2]->valuedouble;
-		e.mtime.tv_sec = (time_t)f[3]->valuedouble;
-		e.mtime.tv_nsec = (long)f[4]->valuedouble;
-		snprintf(e.etag, sizeof(e.etag), "%s", f[5]->valuestring);
-		ret = blob_list_add(l, &e);
-		if (ret < 0)
-			goto out;
+		p = nl + 1;
 	}
 	ret = 0;
 out:
-	cJSON_Delete(root);
 	free(text);
 	return ret;
 }

@@ -58,6 +58,8 @@ struct fs {
 	pthread_key_t sent_fds;		/* per FUSE thread: fds of its last reply */
 	struct fs_open *opens[FS_OPEN_BUCKETS]; /* protected by lock: runs/ files' page cache */
 	size_t nopens;			/* protected by lock */
+	uint64_t *warned;		/* protected by lock: hashes of things warned of */
+	size_t nwarned, capwarned;
 	unsigned err_quiet;		/* protected by lock: failures not logged since */
 };
 

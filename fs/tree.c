@@ -60,6 +60,32 @@ static uint64_t cache_hash_path(const char *s)
 	return h;
 }
 
+/* Whether what (a bad store entry) has not been warned of yet: each once per mount,
+ * not at every refresh of its listing. */
+static int warn_once(struct fs *fs, const char *what)
+{
+	uint64_t h = cache_hash_path(what);
+	int fresh = 1;
+
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < fs->nwarned && fresh; i++)
+		fresh = fs->warned[i] != h;
+	if (fresh && fs->nwarned < 10000) {
+		if (fs->nwarned == fs->capwarned) {
+			size_t cap = fs->capwarned ? 2 * fs->capwarned : 64;
+			uint64_t *n = realloc(fs->warned, cap * sizeof(*n));
+			if (n) {
+				fs->warned = n;
+				fs->capwarned = cap;
+			}
+		}
+		if (fs->nwarned < fs->capwarned)
+			fs->warned[fs->nwarned++] = h;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return fresh;
+}
+
 static time_t mono_now(void)
 {
 	struct timespec ts;
@@ -136,6 +162,7 @@ void fs_destroy(struct fs *fs)
 	}
 	cache_destroy(fs->cache);
 	pthread_key_delete(fs->sent_fds);
+	free(fs->warned);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }
@@ -232,6 +259,14 @@ static int model_refresh(struct fs *fs, struct fs_model *m)
 			ret = cache_record(fs->cache, key, 1, &text, &len);
 			if (ret == -ENOENT)
 				continue; /* deleted since the listing */
+			if (ret == -EFBIG) {
+				LOG_WARN("registry record of model %s version %d is too large; "
+					 "skipped", m->name, v);
+				ret = -EBADMSG; /* remembered as unusable below */
+				text = NULL;
+				len = 0;
+				goto refuse;
+			}
 			if (ret < 0)
 				goto out;
 			ret = reg_version_parse_quiet(text, len, m->name, v, &rv);
@@ -249,6 +284,7 @@ static int model_refresh(struct fs *fs, struct fs_model *m)
 				free(text);
 				text = NULL;
 			}
+refuse:
 			pthread_mutex_lock(&fs->lock);
 			if (ret == -EBADMSG) {
 				int *nb = realloc(m->bad, (m->nbad + 1) * sizeof(*nb));
@@ -284,6 +320,13 @@ static int model_refresh(struct fs *fs, struct fs_model *m)
 	snprintf(key, sizeof(key), "%saliases.json", prefix);
 	const struct blob_entry *ae = cache_listing_find(cl, "aliases.json");
 	ret = ae && !ae->is_dir ? cache_record(fs->cache, key, 0, &text, &len) : -ENOENT;
+	if (ret == -EFBIG) {
+		char what[PATH_MAX + 48];
+		snprintf(what, sizeof(what), "big:%s", key);
+		if (warn_once(fs, what))
+			LOG_WARN("aliases of model %s are too large; ignored", m->name);
+		ret = -ENOENT;
+	}
 	if (ret < 0 && ret != -ENOENT)
 		goto out;
 	pthread_mutex_lock(&fs->lock);
@@ -671,7 +714,11 @@ static int list_models(struct fs *fs, fs_fill_fn fill, void *ctx)
 		if (!e->is_dir)
 			continue;
 		if (!reg_name_ok(e->name)) {
-			LOG_DEBUG("registry folder '%s' is not a model name; not shown", e->name);
+			char what[NAME_MAX + 16];
+			snprintf(what, sizeof(what), "model:%s", e->name);
+			if (warn_once(fs, what))
+				LOG_WARN("registry folder '%.80s' is not a model name "
+					 "([A-Za-z0-9][A-Za-z0-9._-]{0,127}); skipped", e->name);
 			continue;
 		}
 		if (fill(ctx, e->name, &n))
