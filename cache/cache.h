@@ -115,7 +115,8 @@ struct cache_span {
  * fetching what is missing, so the bytes can go to the reader without a copy through
  * the daemon. Returns the bytes mapped (short at the end of the blob, or when max
  * pieces were not enough) or -errno; -EAGAIN when this read must go through
- * cache_file_read (the file is being hashed, or the cache cannot keep its chunks).
+ * cache_file_read (the file is being hashed, the cache cannot keep its chunks, or
+ * this mount has found its cache files damaged by someone else).
  */
 ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 		       struct cache_span *spans, int max, int *nspans);

@@ -978,6 +978,14 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	}
 	if (off >= size || len == 0)
 		return 0;
+	/* The kernel reads the handed-over files after this returns; a chunk file that
+	 * another process truncates in between would read short. Once this mount has
+	 * seen its cache files damaged, every read is copied and checked instead. */
+	pthread_mutex_lock(&c->lock);
+	int damaged = c->stats.damaged > 0;
+	pthread_mutex_unlock(&c->lock);
+	if (damaged)
+		return -EAGAIN;
 	if (len > size - off)
 		len = (size_t)(size - off);
 	file_prefetch(f, off, len);

@@ -93,6 +93,52 @@ out:
 	return ret;
 }
 
+/* ---- records on disk: a header line with the length and CRC-32C of the bytes, so a
+ * damaged copy is found (and fetched again) instead of trusted ---- */
+#define RECORD_MAGIC "artifactfs-record 1"
+
+static int record_save(struct cache *c, const char *path, const char *data, size_t len,
+		       int durable)
+{
+	char head[96];
+	int n = snprintf(head, sizeof(head), RECORD_MAGIC " %zu %08x\n", len,
+			 cache_crc32c(0, data, len));
+	char *all = malloc((size_t)n + len);
+	int ret;
+
+	if (!all)
+		return -ENOMEM;
+	memcpy(all, head, (size_t)n);
+	memcpy(all + n, data, len);
+	ret = cache_write_file(c, path, all, (size_t)n + len, durable);
+	free(all);
+	return ret;
+}
+
+static int record_load(const char *path, char **data, size_t *len)
+{
+	char *text = NULL, *nl;
+	size_t tlen = 0, want = 0;
+	unsigned crc;
+	int ret = read_file(path, &text, &tlen);
+
+	if (ret < 0)
+		return ret;
+	nl = memchr(text, '\n', tlen);
+	if (!nl || sscanf(text, RECORD_MAGIC " %zu %x", &want, &crc) != 2 ||
+	    want != tlen - (size_t)(nl + 1 - text) || cache_crc32c(0, nl + 1, want) != crc) {
+		LOG_INFO("cached copy %s is damaged; dropping it", path);
+		unlink(path);
+		free(text);
+		return -ENOENT;
+	}
+	memmove(text, nl + 1, want);
+	text[want] = '\0';
+	*data = text;
+	*len = want;
+	return 0;
+}
+
 /* ---- listings on disk ----
  * One line of header, then one line per entry: name, folder flag, size, mtime seconds
  * and nanoseconds, etag, separated by tabs. Names never hold a control character
@@ -140,7 +186,7 @@ static int listing_save(struct cache *c, const char *name, const struct blob_lis
 					(long long)e->mtime.tv_sec, e->mtime.tv_nsec, e->etag);
 	}
 	cache_meta_path(c, name, path, sizeof(path));
-	ret = cache_write_file(c, path, text, len, 0);
+	ret = record_save(c, path, text, len, 0);
 	free(text);
 	return ret;
 }
@@ -152,7 +198,7 @@ static int listing_load(struct cache *c, const char *name, struct blob_list *l, 
 	int ret;
 
 	cache_meta_path(c, name, path, sizeof(path));
-	ret = read_file(path, &text, &len);
+	ret = record_load(path, &text, &len);
 	if (ret < 0)
 		return ret;
 	ret = -EBADMSG;
@@ -417,15 +463,15 @@ int cache_record(struct cache *c, const char *key, int immutable, char **data, s
 	/* an immutable record on disk is as good as the store's */
 	ret = -ENOENT;
 	if (immutable && !have)
-		ret = read_file(path, &got, &glen);
+		ret = record_load(path, &got, &glen);
 	if (ret < 0) {
 		ret = blob_get(c->store, key, META_RECORD_MAX, &got, &glen, etag);
 		if (ret == 0) {
-			if (cache_write_file(c, path, got, glen, immutable) < 0)
+			if (record_save(c, path, got, glen, immutable) < 0)
 				LOG_DEBUG("cannot keep record '%s' on disk", key);
 		} else if (ret == -ENOENT) {
 			unlink(path);
-		} else if (!have && read_file(path, &got, &glen) == 0) {
+		} else if (!have && record_load(path, &got, &glen) == 0) {
 			LOG_INFO("store failing (%s); serving the cached copy of '%s'",
 				 strerror(-ret), key);
 			ret = 0;

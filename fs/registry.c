@@ -106,6 +106,21 @@ static int hex64_ok(const char *s)
 	return 1;
 }
 
+/* Parses JSON that must be one value and nothing after it but white space. */
+static cJSON *parse_whole(const char *text, size_t len)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+
+	for (; root && end && end < text + len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+			cJSON_Delete(root);
+			return NULL;
+		}
+	}
+	return root;
+}
+
 static int file_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct reg_file *)a)->path, ((const struct reg_file *)b)->path);
@@ -187,7 +202,7 @@ static int version_parse(const char *text, size_t len, const char *name, int ver
 	int ret = -EBADMSG;
 
 	*out = NULL;
-	root = cJSON_ParseWithLength(text, len);
+	root = parse_whole(text, len);
 	if (!cJSON_IsObject(root)) {
 		why = "not a JSON object";
 		goto out;
@@ -315,7 +330,7 @@ void reg_version_free(struct reg_version *v)
 int reg_aliases_parse(const char *text, size_t len, const char *name,
 		      struct reg_alias **out, size_t *n)
 {
-	cJSON *root = cJSON_ParseWithLength(text, len), *it;
+	cJSON *root = parse_whole(text, len), *it;
 	struct reg_alias *a = NULL;
 	int ret = 0;
 
