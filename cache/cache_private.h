@@ -129,7 +129,11 @@ void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
 int cache_write_file(struct cache *c, const char *path, const void *data, size_t len,
 		     int durable);
 
-/* chunk.c */
+/* chunk.c: the chunk table (see chunk.c's head comment). cache_chunk_find wants
+ * cache->lock held; cache_chunk_access takes it itself. */
+struct cache_chunk *cache_chunk_find(struct cache *c, const char *hex, uint64_t index);
+int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
+		       uint64_t coff, size_t n, int *fd_out);
 int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
 void *cache_worker(void *arg);

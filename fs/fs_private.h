@@ -6,6 +6,21 @@
 
 #include "fs.h"
 
+#include <stdint.h>
+#include <time.h>
+
+/* A runs/ path whose page cache the kernel may hold (see fs_open_begin). */
+struct fs_open {
+	struct fs_open *next;
+	int users;			/* open files using the page cache */
+	char etag[BLOB_ETAG_MAX];	/* the version whose pages the kernel may hold */
+	char path[];
+};
+
+/* FNV-1a of a string; monotonic seconds. Cannot fail. */
+uint64_t fs_hash(const char *s);
+time_t fs_mono_now(void);
+
 /* Maps an error of the layers below to what a FUSE request answers, logging store
  * failures (EIO, EACCES) in one line, at most once every few seconds. */
 int fs_errno(struct fs *fs, int err, const char *path);

@@ -35,14 +35,6 @@ struct fs_model {
 	char *aliases_text;		/* to warn about a bad table only when it changes */
 };
 
-/* A runs/ path whose page cache the kernel may hold (see fs_open_begin). */
-struct fs_open {
-	struct fs_open *next;
-	int users;			/* open files using the page cache */
-	char etag[BLOB_ETAG_MAX];	/* the version whose pages the kernel may hold */
-	char path[];
-};
-
 /* A model's state copied out for one lookup. */
 struct model_view {
 	struct reg_version **versions;	/* sorted by version; borrowed pointers */
@@ -51,7 +43,7 @@ struct model_view {
 	size_t naliases;
 };
 
-static uint64_t cache_hash_path(const char *s)
+uint64_t fs_hash(const char *s)
 {
 	uint64_t h = 1469598103934665603ull;
 
@@ -64,7 +56,7 @@ static uint64_t cache_hash_path(const char *s)
  * not at every refresh of its listing. */
 static int warn_once(struct fs *fs, const char *what)
 {
-	uint64_t h = cache_hash_path(what);
+	uint64_t h = fs_hash(what);
 	int fresh = 1;
 
 	pthread_mutex_lock(&fs->lock);
@@ -86,7 +78,7 @@ static int warn_once(struct fs *fs, const char *what)
 	return fresh;
 }
 
-static time_t mono_now(void)
+time_t fs_mono_now(void)
 {
 	struct timespec ts;
 
@@ -131,7 +123,7 @@ int fs_create(struct cache *cache, unsigned ttl, struct fs **out)
 	fs->uid = getuid();
 	fs->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs->started);
-	fs->err_logged = mono_now() - 60;
+	fs->err_logged = fs_mono_now() - 60;
 	pthread_mutex_init(&fs->lock, NULL);
 	*out = fs;
 	return 0;
@@ -355,7 +347,7 @@ refuse:
 		m->aliases_text = text;
 		text = NULL;
 	}
-	m->checked = mono_now();
+	m->checked = fs_mono_now();
 	pthread_mutex_unlock(&fs->lock);
 	free(aliases);
 	ret = 0;
@@ -382,7 +374,7 @@ static int model_view(struct fs *fs, const char *name, struct model_view *out)
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&fs->lock);
 	m = model_find(fs, name);
-	int stale = m && (m->checked == 0 || mono_now() - m->checked >= (time_t)fs->ttl);
+	int stale = m && (m->checked == 0 || fs_mono_now() - m->checked >= (time_t)fs->ttl);
 	pthread_mutex_unlock(&fs->lock);
 	if (!m)
 		return -ENOMEM;
@@ -841,168 +833,3 @@ int fs_list(struct fs *fs, const char *path, fs_fill_fn fill, void *ctx)
 	return list_version(fs, segs[1], reg_version_name(segs[2]), rel, fill, ctx);
 }
 
-/* ---- the page cache of runs/ files ---- */
-
-#define FS_OPEN_KEEP 4096 /* remembered closed paths; beyond, they are forgotten */
-
-int fs_open_begin(struct fs *fs, const char *path, const char *etag, int *keep)
-{
-	size_t b = (size_t)(cache_hash_path(path) % FS_OPEN_BUCKETS);
-	struct fs_open *o;
-	int direct = 0;
-
-	*keep = 0;
-	pthread_mutex_lock(&fs->lock);
-	for (o = fs->opens[b]; o && strcmp(o->path, path) != 0; o = o->next)
-		;
-	if (!o) {
-		if (fs->nopens >= FS_OPEN_KEEP) {
-			/* forget closed paths: only their keep-cache hint is lost */
-			for (size_t i = 0; i < FS_OPEN_BUCKETS; i++) {
-				struct fs_open **pp = &fs->opens[i];
-				while (*pp) {
-					struct fs_open *x = *pp;
-					if (x->users == 0) {
-						*pp = x->next;
-						free(x);
-						fs->nopens--;
-					} else {
-						pp = &x->next;
-					}
-				}
-			}
-		}
-		o = calloc(1, sizeof(*o) + strlen(path) + 1);
-		if (!o) {
-			pthread_mutex_unlock(&fs->lock);
-			return 1; /* bypassing the page cache is always safe */
-		}
-		memcpy(o->path, path, strlen(path) + 1);
-		o->next = fs->opens[b];
-		fs->opens[b] = o;
-		fs->nopens++;
-	}
-	if (o->users > 0 && strcmp(o->etag, etag) != 0) {
-		direct = 1;
-	} else {
-		*keep = o->etag[0] && strcmp(o->etag, etag) == 0;
-		snprintf(o->etag, sizeof(o->etag), "%s", etag);
-		o->users++;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	return direct;
-}
-
-void fs_open_end(struct fs *fs, const char *path)
-{
-	size_t b = (size_t)(cache_hash_path(path) % FS_OPEN_BUCKETS);
-	struct fs_open *o;
-
-	pthread_mutex_lock(&fs->lock);
-	for (o = fs->opens[b]; o && strcmp(o->path, path) != 0; o = o->next)
-		;
-	if (o && o->users > 0)
-		o->users--;
-	pthread_mutex_unlock(&fs->lock);
-}
-
-/* ---- helpers for the FUSE front ---- */
-
-/* Whether a store failure may be logged now: one line per few seconds at most, so a
- * dead store does not flood the log with one line per lookup. */
-static int err_log_ok(struct fs *fs, unsigned *quiet)
-{
-	time_t now = mono_now();
-	int ok;
-
-	pthread_mutex_lock(&fs->lock);
-	ok = now - fs->err_logged >= 5;
-	if (ok) {
-		fs->err_logged = now;
-		*quiet = fs->err_quiet;
-		fs->err_quiet = 0;
-	} else {
-		fs->err_quiet++;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	return ok;
-}
-
-int fs_errno(struct fs *fs, int err, const char *path)
-{
-	unsigned quiet = 0;
-
-	switch (err) {
-	case -ENOENT:
-	case -ENOTDIR:
-	case -EISDIR:
-	case -EROFS:
-	case -ENOMEM:
-	case -EINVAL:
-		return err;
-	case -ENAMETOOLONG:
-		return -ENOENT; /* a path longer than the store can hold is not there */
-	case -EBADMSG:
-		return -EIO; /* integrity failure, logged where it was found */
-	case -EACCES:
-		if (err_log_ok(fs, &quiet))
-			LOG_ERROR("%s: the store refused access (%u more failures not logged)",
-				  path, quiet);
-		return -EACCES;
-	default:
-		if (err_log_ok(fs, &quiet))
-			LOG_ERROR("%s: the store failed: %s (%u more failures not logged)", path,
-				  strerror(-err), quiet);
-		return -EIO;
-	}
-}
-
-int fs_pin_run_file(struct fs *fs, struct fs_node *n)
-{
-	struct blob_stat st;
-	char parent[PATH_MAX];
-	int ret;
-
-	ret = blob_stat(cache_store(fs->cache), n->key, &st);
-	if (ret == 0 && strcmp(st.etag, n->etag) == 0)
-		return 0;
-	snprintf(parent, sizeof(parent), "%s", n->key);
-	*(strrchr(parent, '/') + 1) = '\0';
-	if (ret == 0 || ret == -ENOENT)
-		cache_forget_listing(fs->cache, parent); /* the listing is out of date */
-	if (ret == 0) {
-		n->size = st.size;
-		n->mtime = st.mtime;
-		memcpy(n->etag, st.etag, sizeof(n->etag));
-		return 0;
-	}
-	if (ret == -ENOENT || ret == -EACCES)
-		return ret;
-	LOG_DEBUG("%s: store unreachable (%s); opening the cached version", n->key,
-		  strerror(-ret));
-	return 0;
-}
-
-void fs_log_changed(struct fs *fs, const char *path, int immutable, const char *etag)
-{
-	struct blob_stat st;
-	char key[PATH_MAX];
-	struct fs_node n;
-	const char *now = "none (deleted)";
-
-	if (fs_resolve(fs, path, &n) == 0)
-		snprintf(key, sizeof(key), "%s", n.key);
-	else
-		snprintf(key, sizeof(key), "%s", path);
-	int ret = blob_stat(cache_store(fs->cache), key, &st);
-	if (ret == 0)
-		now = st.etag;
-	else if (ret != -ENOENT)
-		now = "unknown (store failing)";
-	if (immutable)
-		LOG_ERROR("%s: the store's blob %s changed after registration: registered etag "
-			  "%s, store etag %s; refusing to serve it", path, key, etag, now);
-	else
-		LOG_WARN("%s: blob %s changed in the store while open (opened at etag %s, now "
-			 "%s); reopen the file to read the new version", path, key, etag, now);
-}

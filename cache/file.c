@@ -1,0 +1,387 @@
+/*
+ * file.c: a reader's open blob: reads through the chunks, sequential detection and
+ * prefetch, the sha256 check of a file read whole, and zero-copy mapping.
+ */
+#include "cache_private.h"
+#include "../blob/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Reads this close to where a sequential reader left off still count as in order:
+ * the kernel sends readahead requests in parallel, so they arrive a little shuffled.
+ * Capped at two chunks so that reads in distinct chunks never look sequential. */
+#define CHUNK_SEQ_SLACK (4ull << 20)
+/* A reader is sequential once it has read a whole chunk's worth in order: the kernel's
+ * readahead around one mmap fault (at most max_readahead, 4 MiB, below the 8 MiB chunk)
+ * does not make a random reader look sequential. */
+
+/* ---- blobs, files and prefetch ---- */
+
+void cache_blob_unref(struct cache *c, struct cache_blob *b)
+{
+	int last;
+
+	pthread_mutex_lock(&c->lock);
+	last = --b->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last) {
+		free(b->key);
+		free(b);
+	}
+}
+
+void *cache_worker(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		if (c->qlen == 0) {
+			pthread_cond_wait(&c->work, &c->lock);
+			continue;
+		}
+		struct cache_job job = c->queue[c->qhead];
+		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
+		c->qlen--;
+		pthread_mutex_unlock(&c->lock);
+		int ret = cache_chunk_access(c, job.blob, job.index, NULL, 0, 0, NULL);
+		if (ret < 0)
+			LOG_DEBUG("prefetch of chunk %" PRIu64 " of %s failed: %s", job.index,
+				  job.blob->key, strerror(-ret));
+		cache_blob_unref(c, job.blob);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* The mark that says: this blob version was read whole and matched this sha256. The
+ * etag pins the bytes, so it never needs checking again, and reads of it go without
+ * a copy through the daemon. */
+static void sha_mark_path(struct cache *c, const struct cache_blob *b, const char *sha256,
+			  char *path, size_t size)
+{
+	char name[CACHE_HEX_LEN + 80];
+
+	snprintf(name, sizeof(name), "S%s:%.64s", b->hex, sha256);
+	cache_meta_path(c, name, path, size);
+}
+
+int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t size,
+		    const char *sha256, struct cache_file **out)
+{
+	struct cache_file *f = calloc(1, sizeof(*f));
+	struct cache_blob *b = calloc(1, sizeof(*b));
+	char cs[32];
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	if (!f || !b || !(b->key = strdup(key)))
+		goto fail;
+	snprintf(b->etag, sizeof(b->etag), "%s", etag);
+	snprintf(cs, sizeof(cs), "%u", c->chunk_size);
+	const void *parts[] = { c->store->id, key, etag, cs };
+	const size_t lens[] = { strlen(c->store->id), strlen(key), strlen(etag), strlen(cs) };
+	cache_sha256_hex(parts, lens, 4, b->hex);
+	b->size = size;
+	b->refs = 1;
+	f->cache = c;
+	f->blob = b;
+	f->window = 2;
+	pthread_mutex_init(&f->lock, NULL);
+	char mark[PATH_MAX];
+	if (sha256 && strlen(sha256) == 64) {
+		sha_mark_path(c, b, sha256, mark, sizeof(mark));
+		if (access(mark, F_OK) == 0)
+			sha256 = NULL; /* checked before */
+	}
+	if (sha256 && strlen(sha256) == 64) {
+		int ok = 1;
+		memcpy(f->mark, mark, sizeof(f->mark));
+		for (int i = 0; i < 32 && ok; i++) {
+			int hi = hex_digit(sha256[2 * i]), lo = hex_digit(sha256[2 * i + 1]);
+			ok = hi >= 0 && lo >= 0;
+			f->want[i] = (unsigned char)(hi << 4 | lo);
+		}
+		if (ok && size > 0) {
+			f->nchunks = (size + c->chunk_size - 1) / c->chunk_size;
+			f->touched = calloc((size_t)(f->nchunks + 7) / 8, 1);
+			f->sha = EVP_MD_CTX_new();
+			if (!f->touched || !f->sha ||
+			    !EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL)) {
+				EVP_MD_CTX_free(f->sha);
+				free(f->touched);
+				pthread_mutex_destroy(&f->lock);
+				goto fail;
+			}
+		}
+	}
+	*out = f;
+	return 0;
+fail:
+	if (b)
+		free(b->key);
+	free(b);
+	free(f);
+	return ret;
+}
+
+/* Decides what to prefetch for a read of [off, off+len) and queues it. */
+static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
+{
+	struct cache *c = f->cache;
+	struct cache_blob *b = f->blob;
+	uint64_t nchunks = (b->size + c->chunk_size - 1) / c->chunk_size;
+	uint64_t last = (off + len - 1) / c->chunk_size, from, to;
+	int seq;
+
+	if (c->readahead == 0 || c->nworkers == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	uint64_t slack = 2ull * c->chunk_size < CHUNK_SEQ_SLACK ? 2ull * c->chunk_size
+								: CHUNK_SEQ_SLACK;
+	seq = off + slack >= f->next_off && off <= f->next_off + slack;
+	if (!seq) {
+		f->seq_bytes = 0;
+		f->window = 2;
+		f->scheduled = 0;
+		f->next_off = off + len;
+		pthread_mutex_unlock(&f->lock);
+		return;
+	}
+	if (off + len > f->next_off) {
+		f->seq_bytes += off + len - (off > f->next_off ? off : f->next_off);
+		f->next_off = off + len;
+	}
+	if (f->seq_bytes < c->chunk_size) {
+		pthread_mutex_unlock(&f->lock);
+		return;
+	}
+	from = f->scheduled > last + 1 ? f->scheduled : last + 1;
+	to = last + f->window;
+	if (to >= nchunks)
+		to = nchunks - 1;
+	if (from <= to) {
+		f->scheduled = to + 1;
+		/* the window doubles each time the reader needs more, up to readahead */
+		if (f->window < c->readahead)
+			f->window = f->window * 2 > c->readahead ? c->readahead : f->window * 2;
+	}
+	pthread_mutex_unlock(&f->lock);
+
+	pthread_mutex_lock(&c->lock);
+	for (uint64_t i = from; i <= to && c->qlen < CACHE_QUEUE_MAX; i++) {
+		struct cache_chunk *ch = cache_chunk_find(c, b->hex, i);
+		/* absent chunks are fetched ahead; present ones not yet verified in this
+		 * run are verified ahead (which also reads them into the page cache) */
+		if (ch && (ch->state == CHUNK_FETCHING || (ch->state == CHUNK_PRESENT && ch->verified)))
+			continue;
+		struct cache_job *j = &c->queue[(c->qhead + c->qlen) % CACHE_QUEUE_MAX];
+		j->blob = b;
+		j->index = i;
+		b->refs++;
+		c->qlen++;
+		pthread_cond_signal(&c->work);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Bytes of the blob read back (for the hash check) without going through prefetch. */
+static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t off)
+{
+	struct cache *c = f->cache;
+	size_t done = 0;
+
+	while (done < len) {
+		uint64_t pos = off + done;
+		uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
+		size_t n = c->chunk_size - coff;
+		if (n > len - done)
+			n = len - done;
+		int ret = cache_chunk_access(c, f->blob, index, buf + done, coff, n, NULL);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return 0;
+}
+
+/*
+ * Extends the in-order hash with [off, off+n). Once every chunk of the blob has been
+ * read through this file (in any order: parallel readahead shuffles them), the part
+ * the in-order hash missed is read back from the cache, so a file read whole is
+ * always checked, and a reader that skips parts (mmap) never causes a download.
+ * Called with f->lock held. Returns -EBADMSG on a mismatch (then and for every later
+ * read), logged here once.
+ */
+static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t off)
+{
+	struct cache *c = f->cache;
+	uint64_t size = f->blob->size;
+	int ret = 0;
+
+	if (f->hash_state != 0)
+		return f->hash_state < 0 ? -EBADMSG : 0;
+	if (off <= f->hash_off && off + n > f->hash_off) {
+		EVP_DigestUpdate(f->sha, buf + (f->hash_off - off), off + n - f->hash_off);
+		f->hash_off = off + n;
+	}
+	for (uint64_t i = off / c->chunk_size; i <= (off + n - 1) / c->chunk_size; i++) {
+		if (!(f->touched[i / 8] & (1u << (i % 8)))) {
+			f->touched[i / 8] |= (uint8_t)(1u << (i % 8));
+			f->ntouched++;
+		}
+	}
+	if (f->hash_off < size && f->ntouched == f->nchunks) {
+		size_t piece = c->chunk_size;
+		char *tmp = malloc(piece);
+		while (tmp && f->hash_off < size) {
+			size_t take = size - f->hash_off < piece ? (size_t)(size - f->hash_off) : piece;
+			if (file_read_raw(f, tmp, take, f->hash_off) < 0)
+				break; /* the store failed: checked on a later read */
+			EVP_DigestUpdate(f->sha, tmp, take);
+			f->hash_off += take;
+		}
+		free(tmp);
+	}
+	if (f->hash_off == size) {
+		unsigned char md[32];
+		unsigned int mdlen = 0;
+		EVP_DigestFinal_ex(f->sha, md, &mdlen);
+		if (memcmp(md, f->want, 32) == 0) {
+			f->hash_state = 1;
+			if (cache_write_file(c, f->mark, "", 0, 0) < 0)
+				LOG_DEBUG("cannot keep the sha256 mark of %s", f->blob->key);
+		} else {
+			f->hash_state = -1;
+			LOG_ERROR("%s: the bytes read do not match the registered sha256",
+				  f->blob->key);
+			ret = -EBADMSG;
+		}
+	}
+	return ret;
+}
+
+ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t off)
+{
+	struct cache *c = f->cache;
+	uint64_t size = f->blob->size;
+	int ret;
+
+	if (off >= size || len == 0)
+		return 0;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	if (f->sha) {
+		pthread_mutex_lock(&f->lock);
+		ret = f->hash_state < 0 ? -EBADMSG : 0;
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			return ret;
+	}
+	file_prefetch(f, off, len);
+	ret = file_read_raw(f, buf, len, off);
+	if (ret < 0)
+		return ret;
+	if (f->sha) {
+		pthread_mutex_lock(&f->lock);
+		ret = file_hash(f, buf, len, off);
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			return ret;
+	}
+	(void)c;
+	return (ssize_t)len;
+}
+
+ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
+		       struct cache_span *spans, int max, int *nspans)
+{
+	struct cache *c = f->cache;
+	uint64_t size = f->blob->size;
+	size_t done = 0;
+	int ret = 0, n = 0;
+
+	*nspans = 0;
+	if (f->sha) {
+		pthread_mutex_lock(&f->lock);
+		int state = f->hash_state;
+		pthread_mutex_unlock(&f->lock);
+		if (state == 0)
+			return -EAGAIN; /* being hashed: the bytes must pass through */
+		if (state < 0)
+			return -EBADMSG;
+	}
+	if (off >= size || len == 0)
+		return 0;
+	/* The kernel reads the handed-over files after this returns; a chunk file that
+	 * another process truncates in between would read short. Once this mount has
+	 * seen its cache files damaged, every read is copied and checked instead. */
+	pthread_mutex_lock(&c->lock);
+	int damaged = c->stats.damaged > 0;
+	pthread_mutex_unlock(&c->lock);
+	if (damaged)
+		return -EAGAIN;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	file_prefetch(f, off, len);
+	while (done < len) {
+		if (n == max) {
+			/* more pieces than the caller can take: let it copy instead */
+			for (int i = 0; i < n; i++)
+				close(spans[i].fd);
+			return -EAGAIN;
+		}
+		uint64_t pos = off + done;
+		uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
+		size_t take = c->chunk_size - coff;
+		int fd = -1;
+		if (take > len - done)
+			take = len - done;
+		ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &fd);
+		if (ret < 0)
+			break;
+		spans[n].fd = fd;
+		spans[n].off = coff;
+		spans[n].len = take;
+		n++;
+		done += take;
+	}
+	if (ret < 0) {
+		for (int i = 0; i < n; i++)
+			close(spans[i].fd);
+		return ret;
+	}
+	*nspans = n;
+	return (ssize_t)done;
+}
+
+void cache_file_close(struct cache_file *f)
+{
+	if (!f)
+		return;
+	if (f->sha)
+		EVP_MD_CTX_free(f->sha);
+	free(f->touched);
+	cache_blob_unref(f->cache, f->blob);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
