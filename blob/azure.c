@@ -28,7 +28,6 @@
 #define AZURE_VERSION "2021-08-06"
 #define AZURE_PAGE_MAX 5000
 #define AZURE_LIST_BODY_MAX (64u << 20)
-#define AZURE_CHECK_DEADLINE_MS 10000
 
 struct blob_azure {
 	struct blob_store base;
@@ -390,14 +389,25 @@ static int az_replace(struct blob_store *s, const char *key, const char *etag,
 static int az_check(struct blob_store *s, char *err, size_t errlen)
 {
 	struct blob_azure *a = az_of(s);
-	struct http_request hq = { .deadline_ms = AZURE_CHECK_DEADLINE_MS, .quiet = 1 };
+	struct http_request hq = { .quiet = 1 }; /* the whole --timeout: a busy store is slow */
 	struct http_response resp;
 	char why[160] = "";
 	int ret;
 
 	hq.errbuf = why;
 	hq.errlen = sizeof(why);
-	ret = list_page(a, a->url.prefix, NULL, 1, &hq, &resp);
+	/* Get Container Properties first: cheap for any store (a listing, even of one
+	 * entry, can be slow on a large container); a listing where it is not allowed
+	 * (anonymous access to a container that is public only blob by blob) */
+	struct az_req r = { .a = a, .verb = "HEAD" };
+	r.path = blob_path(a, NULL);
+	r.query = strdup("restype=container");
+	ret = r.path && r.query ? az_run(&r, "(container)", &hq, &resp) : -ENOMEM;
+	req_free(&r);
+	if (ret == 0 && resp.status != 404 && (resp.status < 200 || resp.status >= 300)) {
+		http_response_release(&resp);
+		ret = list_page(a, a->url.prefix, NULL, 1, &hq, &resp);
+	}
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot reach the store at %s: %s", a->host, why);
 		return ret;

@@ -102,7 +102,7 @@ def test_unknown_container_and_unreachable_endpoint(az, azurite):
     assert len(p.stderr.strip().splitlines()) == 1
     from conftest import free_port
     dead = f"http://127.0.0.1:{free_port()}/devstoreaccount1/c1c1c1"
-    p = run_cli("mount", dead, "/tmp", check=False, env=env)
+    p = run_cli("mount", dead, "/tmp", "--timeout", "5", check=False, env=env)
     assert p.returncode == 2 and "cannot reach" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     for bad in ["wasbs://noaccount/x", "https://acct.blob.core.windows.net/Bad_Container",

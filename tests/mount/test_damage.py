@@ -89,12 +89,12 @@ def drop_page_cache(path):
 
 
 def damaged_line(path):
-    return rf": WARN: chunk_access: cache chunk {re.escape(str(path))} is damaged; " \
+    return rf": WARN: [a-z_0-9]+: cache chunk {re.escape(str(path))} is damaged; " \
         r"fetching it again$"
 
 
 def damaged_paths(m):
-    return re.findall(r": WARN: chunk_access: cache chunk (\S+) is damaged; fetching it "
+    return re.findall(r": WARN: [a-z_0-9]+: cache chunk (\S+) is damaged; fetching it "
                       r"again$", m.log(), re.M)
 
 
@@ -205,7 +205,7 @@ def test_chunks_damaged_under_busy_readers(store, make_mount):
     data = os.urandom(16 * chunk)
     store.put("runs/e/r/hot.bin", data)
     m = make_mount(store, "--chunk-size", "64K")
-    m.expect_log(r": WARN: chunk_access: cache chunk \S+ is damaged; fetching it again$")
+    m.expect_log(r": WARN: [a-z_0-9]+: cache chunk \S+ is damaged; fetching it again$")
     path = m / "runs/e/r/hot.bin"
     assert read(path) == data
     stop = threading.Event()
