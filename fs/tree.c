@@ -279,12 +279,12 @@ static int model_refresh(struct fs *fs, struct fs_model *m)
 refuse:
 			pthread_mutex_lock(&fs->lock);
 			if (ret == -EBADMSG) {
-				int *nb = realloc(m->bad, (m->nbad + 1) * sizeof(*nb));
-				if (nb && !model_is_bad(m, v)) {
-					m->bad = nb;
-					m->bad[m->nbad++] = v;
-				} else if (nb) {
-					m->bad = nb;
+				if (!model_is_bad(m, v)) {
+					int *nb = realloc(m->bad, (m->nbad + 1) * sizeof(*nb));
+					if (nb) {
+						m->bad = nb;
+						m->bad[m->nbad++] = v;
+					}
 				}
 			} else if (ret == 0 && !model_version(m, v)) {
 				struct reg_version **na =

@@ -741,6 +741,9 @@ def test_folder_of_100000_blobs(kind, tmp_path, request, make_mount):
         assert sum("marker=" in r.target for r in pages) == MANY // 5000 - 1
         assert proxy.injected() == 0
     alive(m)
-    assert after <= 100 << 20, \
-        f"the daemon holds {after >> 20} MiB after listing {MANY} names " \
-        f"({(after - before) // MANY} bytes per name)"
+    # the bound is the daemon's own: AddressSanitizer's shadow memory and quarantine
+    # are not, so a sanitized build is held to the listing checks above only
+    if "/san/" not in os.environ.get("ARTIFACTFS_BIN", ""):
+        assert after <= 100 << 20, \
+            f"the daemon holds {after >> 20} MiB after listing {MANY} names " \
+            f"({(after - before) // MANY} bytes per name)"
