@@ -5,6 +5,8 @@ fixture waits for the mount with a deadline, and always unmounts and stops the c
 also when the test fails. A test fails if the log has a WARN or ERROR line it did not
 announce with `mount.expect_log(pattern)`.
 """
+import contextlib
+import copy
 import os
 import re
 import signal
@@ -135,17 +137,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory):
-    """Azurite on a free loopback port for the whole session, stopped by its PID."""
+@contextlib.contextmanager
+def running_azurite(where, *storage):
+    """Azurite on a free loopback port (its data in where, or as storage says), yielding
+    the port; stopped by its PID, also when the test fails."""
     azurite_bin = subprocess.run([str(ROOT / "scripts/install-azurite")], check=True,
                                  capture_output=True, text=True).stdout.strip()
     port = free_port()
-    where = tmp_path_factory.mktemp("azurite")
     log = open(where / "azurite.log", "wb")
     proc = subprocess.Popen(
-        [azurite_bin, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-         str(where), "--silent", "--loose", "--skipApiVersionCheck", "--disableTelemetry"],
+        [azurite_bin, "--blobHost", "127.0.0.1", "--blobPort", str(port),
+         *(storage or ("--location", str(where))), "--silent", "--loose",
+         "--skipApiVersionCheck", "--disableTelemetry"],
         stdout=log, stderr=subprocess.STDOUT)
 
     def answers():
@@ -167,6 +170,31 @@ def azurite(tmp_path_factory):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite for the whole session."""
+    with running_azurite(tmp_path_factory.mktemp("azurite")) as port:
+        yield port
+
+
+@pytest.fixture
+def proxy(azurite):
+    """The fault-injecting proxy in front of the session's Azurite."""
+    from faultproxy import FaultProxy
+    p = FaultProxy(azurite).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def via(azurite, proxy):
+    """An Azure store whose URL goes through the proxy; put/get go to Azurite itself."""
+    direct = AzureStore(azurite, f"t{uuid.uuid4().hex[:16]}")
+    store = copy.copy(direct)
+    store.url = f"http://127.0.0.1:{proxy.port}/devstoreaccount1/{direct.container}"
+    return store
 
 
 @pytest.fixture(params=["local", "azure"])

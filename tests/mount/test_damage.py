@@ -3,7 +3,6 @@ under a running mount, a daemon killed with SIGKILL in the middle of a download,
 listing and record copies made garbage. Whatever the damage, the mount serves the
 exact bytes and the right tree; a damaged chunk is named in a warning and fetched
 again, never served."""
-import copy
 import os
 import re
 import signal
@@ -11,12 +10,10 @@ import struct
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 
-from conftest import AzureStore, is_mounted, wait_for
-from faultproxy import FaultProxy
+from conftest import is_mounted, wait_for
 
 KiB, MiB = 1 << 10, 1 << 20
 TRAILER = struct.Struct("<8sIIQ64s")  # magic, CRC-32C, length, index, blob id
@@ -263,21 +260,6 @@ def test_chunks_damaged_under_busy_readers(store, make_mount):
 
 
 # ---- a daemon killed in the middle of a download ----
-
-@pytest.fixture
-def proxy(azurite):
-    p = FaultProxy(azurite).start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def via(azurite, proxy):
-    direct = AzureStore(azurite, f"t{uuid.uuid4().hex[:16]}")
-    s = copy.copy(direct)
-    s.url = f"http://127.0.0.1:{proxy.port}/devstoreaccount1/{direct.container}"
-    return s
-
 
 def test_kill_9_in_the_middle_of_a_download(proxy, via, make_mount):
     chunk = 256 * KiB

@@ -4,7 +4,6 @@ out through Azurite's own port; the mount and `register` go through the proxy.
 
 Every test checks the exact bytes or the exact errno, and how many faults the proxy
 injected, so a fault that never fired fails the test rather than passing it."""
-import copy
 import errno
 import hashlib
 import json
@@ -12,32 +11,14 @@ import os
 import re
 import threading
 import time
-import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import AzureStore, is_mounted, run_cli, wait_for
-from faultproxy import FaultProxy
+from conftest import is_mounted, run_cli, wait_for
 
 MiB = 1 << 20
 KiB = 1 << 10
-
-
-@pytest.fixture
-def proxy(azurite):
-    p = FaultProxy(azurite).start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def via(azurite, proxy):
-    """An Azure store whose URL goes through the proxy; put/get go to Azurite itself."""
-    direct = AzureStore(azurite, f"t{uuid.uuid4().hex[:16]}")
-    store = copy.copy(direct)
-    store.url = f"http://127.0.0.1:{proxy.port}/devstoreaccount1/{direct.container}"
-    return store
 
 
 def sha(data):

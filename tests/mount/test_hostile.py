@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import stat
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -27,7 +26,7 @@ from email.utils import formatdate
 import pytest
 
 from azure_client import DEV_ACCOUNT, DEV_KEY
-from conftest import ROOT, AzureStore, LocalStore, free_port, is_mounted, wait_for
+from conftest import AzureStore, LocalStore, is_mounted, running_azurite, wait_for
 from faultproxy import FaultProxy
 
 CTRL = re.compile(r"[\x00-\x1f\x7f]")
@@ -584,33 +583,8 @@ def many_name(i):
 def big_azurite(tmp_path):
     """An Azurite of its own (in memory) for the 100,000 blobs: Azurite scans every
     blob it holds on each listing, so they stay out of the session's instance."""
-    azurite_bin = subprocess.run([str(ROOT / "scripts/install-azurite")], check=True,
-                                 capture_output=True, text=True).stdout.strip()
-    port = free_port()
-    log = open(tmp_path / "big-azurite.log", "wb")
-    proc = subprocess.Popen(
-        [azurite_bin, "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--inMemoryPersistence", "--silent", "--loose", "--skipApiVersionCheck",
-         "--disableTelemetry"], stdout=log, stderr=subprocess.STDOUT)
-
-    def answers():
-        assert proc.poll() is None, (tmp_path / "big-azurite.log").read_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-    try:
-        wait_for(answers, 60, "the second azurite")
+    with running_azurite(tmp_path, "--inMemoryPersistence") as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def put_pipelined(port, container, items, conns=4, window=64):

@@ -454,3 +454,19 @@ def test_two_opens_at_two_versions_never_mix(store, make_mount):
                 assert e.errno == errno.EIO
                 continue
             assert got == old[off:off + 4096], off  # never the other version's bytes
+
+
+def test_options_as_o_name_value_for_fstab(store, make_mount):
+    files = [os.urandom(4 * MiB) for _ in range(4)]
+    for i, data in enumerate(files):
+        store.put(f"runs/e/r/f{i}.bin", data)
+    m = make_mount(store, "-o", "cache_size=6M,chunk_size=1M,ttl=1")
+    for i, data in enumerate(files):
+        assert (m / f"runs/e/r/f{i}.bin").read_bytes() == data
+    total = sum(os.path.getsize(os.path.join(d, n))
+                for d, _, ns in os.walk(m.cache_dir / "chunks") for n in ns)
+    assert 0 < total <= 6 * MiB  # cache_size honoured
+    assert all(os.path.getsize(os.path.join(d, n)) <= MiB + 88
+               for d, _, ns in os.walk(m.cache_dir / "chunks") for n in ns)  # chunk_size
+    store.put("runs/e/r/new.txt", b"new")  # ttl=1: the listing refreshes
+    wait_for(lambda: os.path.exists(m / "runs/e/r/new.txt"), 10, "ttl=1 refresh")

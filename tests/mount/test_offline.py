@@ -5,40 +5,21 @@ reads and lists some of the store, then the store becomes unreachable, either ki
 quickly, also by a new mount over the same cache folder; what is not cached fails
 with EIO within a bounded time; and once the store is back the mount notices by
 itself."""
-import copy
 import errno
 import os
 import re
 import subprocess
 import time
-import uuid
 
 import pytest
 
 import conftest
-from conftest import AzureStore, is_mounted, wait_for
-from faultproxy import FaultProxy
+from conftest import is_mounted, wait_for
 
 KiB = 1 << 10
 ACCESS_MAX = 10.0      # one access to something cached
 LS_R_MAX = 15.0        # ls -R of every cached folder
 UNCACHED_MAX = 20.0    # EIO for what is not cached
-
-
-@pytest.fixture
-def proxy(azurite):
-    p = FaultProxy(azurite).start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def via(azurite, proxy):
-    """An Azure store whose URL goes through the proxy; put/get go to Azurite itself."""
-    direct = AzureStore(azurite, f"t{uuid.uuid4().hex[:16]}")
-    store = copy.copy(direct)
-    store.url = f"http://127.0.0.1:{proxy.port}/devstoreaccount1/{direct.container}"
-    return store
 
 
 FILES = {
