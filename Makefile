@@ -20,8 +20,9 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c \
 	    blob/azure_auth.c blob/azure_xml.c
-CACHE_SRC := cache/cache.c cache/chunk.c cache/file.c cache/meta.c cache/crc32c.c
-FS_SRC := fs/tree.c fs/front.c fs/ops.c fs/registry.c
+CACHE_SRC := cache/cache.c cache/chunk.c cache/file.c cache/meta.c cache/crc32c.c \
+	     cache/lease.c
+FS_SRC := fs/tree.c fs/front.c fs/ops.c fs/registry.c fs/reply.c
 LIB_SRC := $(BLOB_SRC) $(CACHE_SRC) $(FS_SRC)
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/unit/*.h)

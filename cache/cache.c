@@ -166,6 +166,7 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	c->chunks = calloc(c->nbuckets, sizeof(*c->chunks));
 	c->nmeta_buckets = 1024;
 	c->metas = calloc(c->nmeta_buckets, sizeof(*c->metas));
+	c->lease_mode = -1; /* until cache_start */
 	if (!c->dir || !c->chunks || !c->metas) {
 		ret = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
@@ -221,6 +222,8 @@ int cache_start(struct cache *c)
 			break;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret == 0)
+		cache_lease_start(c);
 	return ret;
 }
 

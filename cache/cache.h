@@ -52,7 +52,8 @@ struct cache_config {
  */
 int cache_create(const struct cache_config *cfg, struct blob_store *store,
 		 struct cache **out, char *err, size_t errlen);
-/* Starts the prefetch workers. */
+/* Starts the prefetch workers, and reads under file leases (which makes the process
+ * ignore SIGIO: the signal of a lease break). */
 int cache_start(struct cache *c);
 /* Stops the workers and frees everything; files must all be closed. */
 void cache_destroy(struct cache *c);
@@ -103,11 +104,13 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t off);
 void cache_file_close(struct cache_file *f);
 
-/* A piece of a blob in a cache file. */
+/* A piece of a blob in a cache file, checked and held unchanged (no other process
+ * can write the file) until given back with cache_span_release. */
 struct cache_span {
-	int fd;			/* owned by the caller: close it once the bytes are sent */
+	int fd;			/* borrowed: do not close */
 	uint64_t off;		/* where the piece starts in the file */
 	size_t len;
+	void *hold;
 };
 
 /*
@@ -116,10 +119,12 @@ struct cache_span {
  * the daemon. Returns the bytes mapped (short at the end of the blob, or when max
  * pieces were not enough) or -errno; -EAGAIN when this read must go through
  * cache_file_read (the file is being hashed, the cache cannot keep its chunks, or
- * this mount has found its cache files damaged by someone else).
+ * the cache folder cannot hold files unchanged: no file leases there).
  */
 ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 		       struct cache_span *spans, int max, int *nspans);
+/* Gives back a span once its bytes are sent. */
+void cache_span_release(struct cache *c, const struct cache_span *sp);
 
 /* ---- figures, for tests and stats ---- */
 struct cache_stats {

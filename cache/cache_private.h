@@ -93,6 +93,8 @@ struct cache {
 
 	pthread_t workers[CACHE_MAX_WORKERS];
 	unsigned started;
+
+	int lease_mode;			/* lease.c: 1 leases work, 0 untried, -1 not here */
 };
 
 /* A reader's open blob. */
@@ -138,6 +140,13 @@ int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
 void *cache_worker(void *arg);
 void cache_blob_unref(struct cache *c, struct cache_blob *b);
+
+/* lease.c (see its head comment). Leases are tried once cache_lease_start has made
+ * their signal harmless. cache_lease_open opens a chunk file and leases it: 1 and a
+ * leased fd (held unchanged until closed); 0 and a plain fd (no leases here); -EBADMSG
+ * when another process has the file open for writing; -ENOENT or -errno. */
+void cache_lease_start(struct cache *c);
+int cache_lease_open(struct cache *c, const char *path, int *fd);
 
 /* meta.c */
 /* Where the cache keeps what it knows under name (a listing, a record, a mark). */

@@ -10,8 +10,9 @@
  * id). It is written in DIR/tmp and renamed into place, so a visible chunk file is
  * complete unless damaged afterwards; the trailer catches that, and the file is
  * dropped and fetched again. A file is verified once and again whenever its inode,
- * size or mtime changes (a write to it changes mtime), so a damaged file is never
- * served.
+ * size, mtime or ctime changes (a write to it changes them), so a damaged file is
+ * never served; between the check and the read, a read lease (lease.c) keeps other
+ * processes from changing it.
  *
  * When the chunk cannot be stored (disk full, read-only cache), the fetcher serves
  * its reader from memory and the chunk stays ABSENT: reads go on from the store.
@@ -141,6 +142,13 @@ static void chunk_path(const struct cache *c, const char *hex, uint64_t index, c
 {
 	snprintf(path, size, "%s/chunks/%.2s/%s.%" PRIu64, c->dir, hex, hex, index);
 }
+
+/*
+ * A verified chunk file's mtime: a time no write ever stamps (a write sets the current
+ * time). Timestamps are coarse, so a write just after the check could leave ctime
+ * as it was; it cannot leave this mtime.
+ */
+static const struct timespec chunk_mtime = { 1000000000, 0 };
 
 /* Whether st is the file last verified. ctime is in it because no user call can
  * set it back: a write that restores mtime still changes ctime. */
@@ -303,13 +311,33 @@ static int file_put(void *ctx, const void *data, size_t len)
 }
 
 /*
+ * The identity of a chunk file just written and renamed into place (pre: as written),
+ * taken under a lease once our own writer fd is closed. Another process may have
+ * changed it since the rename: then 0, and it is verified before it is served.
+ */
+static int chunk_settle(struct cache *c, const char *path, const struct stat *pre,
+			struct stat *st)
+{
+	int fd, leased = cache_lease_open(c, path, &fd), ok;
+
+	if (leased < 0)
+		return 0;
+	ok = fstat(fd, st) == 0 && st->st_ino == pre->st_ino && st->st_size == pre->st_size &&
+	     st->st_mtim.tv_sec == chunk_mtime.tv_sec && st->st_mtim.tv_nsec == chunk_mtime.tv_nsec;
+	close(fd);
+	return ok;
+}
+
+/*
  * Fetches chunk index of b into its file (temp file, trailer, rename) and fills in
- * the identity of the file written. *disk_err tells a failure of the local disk
- * (full, read-only) from one of the store.
+ * the identity of the file written; *checked says whether that identity is sure
+ * (else the file must be verified before use). *disk_err tells a failure of the
+ * local disk (full, read-only) from one of the store.
  */
 static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t index,
-		       uint64_t len, struct stat *st, int *disk_err)
+		       uint64_t len, struct stat *st, int *checked, int *disk_err)
 {
+	struct stat pre;
 	struct file_sink fs = { .fd = -1 };
 	struct chunk_trailer t;
 	char tmp[PATH_MAX], path[PATH_MAX];
@@ -317,6 +345,7 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 	int ret, renamed = 0;
 
 	*disk_err = 0;
+	*checked = 0;
 	snprintf(tmp, sizeof(tmp), "%s/tmp/chunk.XXXXXX", c->dir);
 	fs.fd = mkstemp(tmp);
 	if (fs.fd < 0) {
@@ -338,6 +367,11 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 			fs.disk_err = ret;
 	}
 	if (ret == 0) {
+		struct timespec ts[2] = { { 0, UTIME_NOW }, chunk_mtime };
+		if (futimens(fs.fd, ts) < 0 || fstat(fs.fd, &pre) < 0)
+			ret = fs.disk_err = -errno;
+	}
+	if (ret == 0) {
 		chunk_path(c, b->hex, index, path, sizeof(path));
 		char *slash = strrchr(path, '/');
 		*slash = '\0';
@@ -347,12 +381,12 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 		if (ret == 0 && rename(tmp, path) < 0)
 			ret = fs.disk_err = -errno;
 		renamed = ret == 0;
-		/* the identity after the rename (which changes ctime) is the one kept */
-		if (ret == 0 && fstat(fs.fd, st) < 0)
-			ret = fs.disk_err = -errno;
 	}
 	if (close(fs.fd) < 0 && ret == 0)
 		ret = fs.disk_err = -errno;
+	/* the identity after the rename (which changes ctime) is the one kept */
+	if (ret == 0)
+		*checked = chunk_settle(c, path, &pre, st);
 	if (ret < 0 && renamed)
 		unlink(path);
 	if (ret < 0)
@@ -362,23 +396,29 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 }
 
 /*
- * Reads n bytes at coff of a PRESENT chunk's file, verifying the file first unless
- * it is the one verified before. With fd_out, reads nothing and hands over the open,
- * verified file instead. -EBADMSG or -ENOENT: the file must be fetched again.
+ * Reads n bytes at coff of a PRESENT chunk's file into dst, verifying the file first
+ * unless it is the one verified before; with fd_out, reads nothing and hands over
+ * the open file instead, leased (cache_span_release closes it). Where leases do not
+ * work, fd_out gets -EAGAIN: only a copy read at once is safe there. -EBADMSG or
+ * -ENOENT: the file must be fetched again.
  */
-static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b,
-		       char *dst, uint64_t coff, size_t n, int *fd_out)
+static int chunk_use(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b,
+		     char *dst, uint64_t coff, size_t n, int *fd_out)
 {
 	char path[PATH_MAX];
 	struct stat st;
 	uint64_t len = chunk_len(c, b, ch->index);
-	int fd, ret, known;
+	int fd, ret, known, leased;
 	time_t now = time(NULL);
 
 	chunk_path(c, b->hex, ch->index, path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : -errno;
+	leased = cache_lease_open(c, path, &fd);
+	if (leased < 0)
+		return leased;
+	if (!leased && fd_out) {
+		close(fd);
+		return -EAGAIN;
+	}
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;
 		goto out;
@@ -394,16 +434,19 @@ static int chunk_pread(struct cache *c, struct cache_chunk *ch, const struct cac
 		if (ret < 0)
 			goto out;
 	}
-	if (touch) {
-		/* atime orders the LRU list again after a restart. It changes ctime too,
-		 * so the identity is taken after it. */
-		struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
-		if (futimens(fd, ts) == 0 && fstat(fd, &st) < 0) {
+	if (!known && st.st_mtim.tv_sec == chunk_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == chunk_mtime.tv_nsec)
+		known = -1; /* verified now, and marked already */
+	if (touch || !known) {
+		/* atime orders the LRU list again after a restart; mtime marks the file
+		 * checked. Both change ctime, so the identity is taken after. */
+		struct timespec ts[2] = { { 0, touch ? UTIME_NOW : UTIME_OMIT }, chunk_mtime };
+		if (futimens(fd, ts) < 0 || fstat(fd, &st) < 0) {
 			ret = -errno;
 			goto out;
 		}
 	}
-	if (!known || touch) {
+	if (known <= 0 || touch) {
 		pthread_mutex_lock(&c->lock);
 		remember_file(ch, &st);
 		pthread_mutex_unlock(&c->lock);
@@ -418,9 +461,20 @@ out:
 	return ret;
 }
 
+void cache_span_release(struct cache *c, const struct cache_span *sp)
+{
+	struct cache_chunk *ch = sp->hold;
+
+	close(sp->fd); /* and with it the lease */
+	pthread_mutex_lock(&c->lock);
+	ch->refs--;
+	chunk_put(c, ch);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /*
  * Makes chunk index of b present and verified, then either copies n bytes at coff of
- * it into dst, or (fd_out) hands over its open file, or (neither: prefetch) only
+ * it into dst, or (fd_out) hands over its leased file, or (neither: prefetch) only
  * leaves it present, verified and in the page cache. Returns 0 or -errno; with fd_out,
  * -EAGAIN when the cache cannot keep the chunk (read it with dst instead).
  */
@@ -457,8 +511,10 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 			if (!dst && !fd_out && ch->verified)
 				break;
 			pthread_mutex_unlock(&c->lock);
-			ret = chunk_pread(c, ch, b, dst, coff, n, fd_out);
+			ret = chunk_use(c, ch, b, dst, coff, n, fd_out);
 			pthread_mutex_lock(&c->lock);
+			if (ret == 0 && fd_out)
+				ch->refs++; /* the span's, until cache_span_release */
 			if (ret != -EBADMSG && ret != -ENOENT)
 				break;
 			/* damaged or removed behind our back: fetch it again */
@@ -484,8 +540,8 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 		pthread_mutex_unlock(&c->lock);
 
 		struct stat st;
-		int disk_err;
-		ret = chunk_fetch(c, b, index, len, &st, &disk_err);
+		int disk_err, checked;
+		ret = chunk_fetch(c, b, index, len, &st, &checked, &disk_err);
 		if (ret < 0 && disk_err) {
 			/* the cache's filesystem is full (or failing): make room for this
 			 * chunk by dropping old ones, then try once more */
@@ -493,7 +549,7 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 			uint64_t need = len + sizeof(struct chunk_trailer);
 			chunk_evict(c, c->stats.disk_bytes > need ? c->stats.disk_bytes - need : 0);
 			pthread_mutex_unlock(&c->lock);
-			ret = chunk_fetch(c, b, index, len, &st, &disk_err);
+			ret = chunk_fetch(c, b, index, len, &st, &checked, &disk_err);
 		}
 		pthread_mutex_lock(&c->lock);
 		if (ret == 0 || disk_err) {
@@ -502,8 +558,11 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 		}
 		if (ret == 0) {
 			ch->state = CHUNK_PRESENT;
-			ch->disk_bytes = (uint64_t)st.st_size;
-			remember_file(ch, &st);
+			ch->disk_bytes = len + sizeof(struct chunk_trailer);
+			if (checked)
+				remember_file(ch, &st);
+			else
+				ch->verified = 0;
 			ch->touched = time(NULL);
 			lru_push(c, ch);
 			c->stats.disk_bytes += ch->disk_bytes;

@@ -332,13 +332,12 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	}
 	if (off >= size || len == 0)
 		return 0;
-	/* The kernel reads the handed-over files after this returns; a chunk file that
-	 * another process truncates in between would read short. Once this mount has
-	 * seen its cache files damaged, every read is copied and checked instead. */
+	/* The kernel reads the handed-over files after this returns: only a file held
+	 * under a lease is sure to be unchanged then. */
 	pthread_mutex_lock(&c->lock);
-	int damaged = c->stats.damaged > 0;
+	int no_leases = c->lease_mode < 0;
 	pthread_mutex_unlock(&c->lock);
-	if (damaged)
+	if (no_leases)
 		return -EAGAIN;
 	if (len > size - off)
 		len = (size_t)(size - off);
@@ -347,7 +346,7 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 		if (n == max) {
 			/* more pieces than the caller can take: let it copy instead */
 			for (int i = 0; i < n; i++)
-				close(spans[i].fd);
+				cache_span_release(c, &spans[i]);
 			return -EAGAIN;
 		}
 		uint64_t pos = off + done;
@@ -359,6 +358,9 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 		ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &fd);
 		if (ret < 0)
 			break;
+		pthread_mutex_lock(&c->lock);
+		spans[n].hold = cache_chunk_find(c, f->blob->hex, index);
+		pthread_mutex_unlock(&c->lock);
 		spans[n].fd = fd;
 		spans[n].off = coff;
 		spans[n].len = take;
@@ -367,7 +369,7 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	}
 	if (ret < 0) {
 		for (int i = 0; i < n; i++)
-			close(spans[i].fd);
+			cache_span_release(c, &spans[i]);
 		return ret;
 	}
 	*nspans = n;

@@ -55,7 +55,6 @@ struct fs {
 	pthread_mutex_t lock;
 	struct fs_model *models;	/* protected by lock */
 	time_t err_logged;		/* protected by lock: last store failure logged */
-	pthread_key_t sent_fds;		/* per FUSE thread: fds of its last reply */
 	struct fs_open *opens[FS_OPEN_BUCKETS]; /* protected by lock: runs/ files' page cache */
 	size_t nopens;			/* protected by lock */
 	uint64_t *warned;		/* protected by lock: hashes of things warned of */

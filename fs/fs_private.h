@@ -48,13 +48,16 @@ void fs_open_end(struct fs *fs, const char *path);
 #define FS_SPANS_MAX 4
 
 /*
- * Zero-copy replies hand libfuse open fds that it reads after the handler returns,
- * in the same thread. So each FUSE thread keeps the fds of its last reply and closes
- * them when it sends the next one (or exits). fs_sent_fds_keep closes the previous
- * ones and keeps these. -ENOMEM when it cannot keep them (the caller closes them).
+ * reply.c. Zero-copy replies hand libfuse spans of cache files that it splices to
+ * the kernel after the handler returns, in the same thread. fs_sent_keep lets go of
+ * this thread's previous spans and keeps these until the reply is written: the
+ * session's device I/O (set up by fs_reply_hooks, once mounted) lets go of them.
+ * -ENOMEM when it cannot keep them (the caller releases them).
  */
-int fs_sent_fds_keep(struct fs *fs, const int *fds, int n);
-void fs_sent_fds_close(void *sent);
+int fs_sent_keep(struct fs *fs, const struct cache_span *sp, int n);
+void fs_sent_release(void);
+struct fuse;
+int fs_reply_hooks(struct fuse *fuse);
 
 extern const struct fuse_operations fs_ops;
 

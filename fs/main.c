@@ -355,6 +355,10 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	mounted = 1;
+	if (fs_reply_hooks(fuse) != 0) {
+		fail("cannot set up the FUSE device I/O");
+		goto out;
+	}
 	if (fuse_daemonize(o.foreground) != 0) {
 		fail("cannot start in the background");
 		goto out;

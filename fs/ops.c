@@ -175,12 +175,12 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	struct cache_span sp[FS_SPANS_MAX];
 	struct fuse_bufvec *bv;
-	int n = 0, fds[FS_SPANS_MAX];
+	int n = 0;
 	ssize_t got;
 
 	if (off < 0)
 		return -EINVAL;
-	fs_sent_fds_keep(fs, fds, 0); /* this thread's previous reply is sent */
+	fs_sent_release(); /* this thread's previous reply is sent */
 	got = cache_file_map(h->cf, (uint64_t)off, size, sp, FS_SPANS_MAX, &n);
 	if (got == -EAGAIN) {
 		bv = malloc(sizeof(*bv));
@@ -212,9 +212,10 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 		return fs_errno(fs, (int)got, h->path);
 	}
 	bv = malloc(sizeof(*bv) + (n > 1 ? (size_t)(n - 1) * sizeof(struct fuse_buf) : 0));
-	if (!bv) {
+	if (!bv || fs_sent_keep(fs, sp, n) < 0) {
 		for (int i = 0; i < n; i++)
-			close(sp[i].fd);
+			cache_span_release(fs->cache, &sp[i]);
+		free(bv);
 		return -ENOMEM;
 	}
 	*bv = FUSE_BUFVEC_INIT(0);
@@ -223,13 +224,6 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 		bv->buf[i] = (struct fuse_buf){ .size = sp[i].len,
 						.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
 						.fd = sp[i].fd, .pos = (off_t)sp[i].off };
-		fds[i] = sp[i].fd;
-	}
-	if (fs_sent_fds_keep(fs, fds, n) < 0) {
-		for (int i = 0; i < n; i++)
-			close(fds[i]);
-		free(bv);
-		return -ENOMEM;
 	}
 	*bufp = bv;
 	return 0;

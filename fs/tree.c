@@ -86,38 +86,12 @@ time_t fs_mono_now(void)
 	return ts.tv_sec;
 }
 
-/* The fds a FUSE thread handed to libfuse for its last reply (see op_read_buf). */
-struct sent_fds {
-	int n;
-	int fd[FS_SPANS_MAX];
-};
-
-void fs_sent_fds_close(void *p)
-{
-	struct sent_fds *s = p;
-
-	for (int i = 0; s && i < s->n; i++)
-		close(s->fd[i]);
-	if (s)
-		s->n = 0;
-}
-
-static void sent_fds_free(void *p)
-{
-	fs_sent_fds_close(p);
-	free(p);
-}
-
 int fs_create(struct cache *cache, unsigned ttl, struct fs **out)
 {
 	struct fs *fs = calloc(1, sizeof(*fs));
 
 	if (!fs)
 		return -ENOMEM;
-	if (pthread_key_create(&fs->sent_fds, sent_fds_free) != 0) {
-		free(fs);
-		return -ENOMEM;
-	}
 	fs->cache = cache;
 	fs->ttl = ttl;
 	fs->uid = getuid();
@@ -153,27 +127,9 @@ void fs_destroy(struct fs *fs)
 		free(m);
 	}
 	cache_destroy(fs->cache);
-	pthread_key_delete(fs->sent_fds);
 	free(fs->warned);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
-}
-
-int fs_sent_fds_keep(struct fs *fs, const int *fds, int n)
-{
-	struct sent_fds *s = pthread_getspecific(fs->sent_fds);
-
-	if (!s) {
-		s = calloc(1, sizeof(*s));
-		if (!s || pthread_setspecific(fs->sent_fds, s) != 0) {
-			free(s);
-			return -ENOMEM;
-		}
-	}
-	fs_sent_fds_close(s);
-	for (int i = 0; i < n && i < FS_SPANS_MAX; i++)
-		s->fd[s->n++] = fds[i];
-	return 0;
 }
 
 static struct fs_model *model_find(struct fs *fs, const char *name)

@@ -360,6 +360,7 @@ static void test_sha256_checked_when_read_whole(void)
 	memcpy(bad, good, 65);
 	bad[0] = bad[0] == '0' ? '1' : '0';
 	struct cache *c = new_cache(s, 1 << 30, 0);
+	CHECK(cache_start(c) == 0); /* spans are handed out under leases */
 	struct cache_file *f = open_blob(c, "k", good);
 	ssize_t total = 0, n;
 	while ((n = cache_file_read(f, buf + total, 4096, (uint64_t)total)) > 0)
@@ -374,7 +375,7 @@ static void test_sha256_checked_when_read_whole(void)
 	CHECK_EQ(cache_file_map(f, 0, 100, sp, 4, &ns), 100);
 	CHECK_EQ(ns, 1);
 	for (int i = 0; i < ns; i++)
-		close(sp[i].fd);
+		cache_span_release(c, &sp[i]);
 	cache_file_close(f);
 	f = open_blob(c, "k", bad);
 	CHECK_EQ(cache_file_map(f, 0, 100, sp, 4, &ns), -EAGAIN); /* still to be checked */
@@ -419,6 +420,57 @@ static void test_sha256_checked_when_read_whole_out_of_order(void)
 	CHECK_EQ(cache_file_read(f, buf, 3, 5 * CS), 3);
 	cache_file_close(f);
 	CHECK_EQ(fake_store_reads(s), before);
+	cache_destroy(c);
+	free(data);
+}
+
+/* A span handed out for a reply keeps its chunk file from being written or truncated
+ * until it is released; then a write shows up and the chunk is fetched again. */
+static void test_span_holds_chunk_file_unchanged(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 2 * CS;
+	char *data = pattern(len, 21), buf[200], path[1024];
+	struct cache_span sp[4];
+	struct cache_stats st;
+	int ns = 0;
+	fake_store_put(s, "k", data, len);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_map(f, 100, 200, sp, 4, &ns), 200);
+	CHECK_EQ(ns, 1);
+	chunk_file(0, path, sizeof(path));
+	CHECK(path[0] != '\0');
+	/* while the span is out, no writer gets in */
+	int w = open(path, O_WRONLY | O_NONBLOCK);
+	CHECK(w < 0 && errno == EWOULDBLOCK);
+	CHECK_EQ(pread(sp[0].fd, buf, 200, (off_t)sp[0].off), 200);
+	CHECK(memcmp(buf, data + 100, 200) == 0);
+	cache_span_release(c, &sp[0]);
+	/* released: the writer gets in, and the cache sees the change */
+	w = open(path, O_WRONLY);
+	CHECK(w >= 0);
+	CHECK_EQ(pwrite(w, "XXXX", 4, 150), 4);
+	close(w);
+	CHECK_EQ(cache_file_map(f, 100, 200, sp, 4, &ns), 200);
+	CHECK_EQ(pread(sp[0].fd, buf, 200, (off_t)sp[0].off), 200);
+	CHECK(memcmp(buf, data + 100, 200) == 0);
+	/* a writer that opened before the reader: the file is dropped, not served */
+	chunk_file(0, path, sizeof(path));
+	cache_span_release(c, &sp[0]);
+	w = open(path, O_WRONLY);
+	CHECK(w >= 0);
+	CHECK_EQ(cache_file_map(f, 100, 200, sp, 4, &ns), 200);
+	CHECK_EQ(pwrite(w, "YYYY", 4, 150), 4); /* goes to the dropped file */
+	CHECK_EQ(pread(sp[0].fd, buf, 200, (off_t)sp[0].off), 200);
+	CHECK(memcmp(buf, data + 100, 200) == 0);
+	cache_span_release(c, &sp[0]);
+	close(w);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.damaged, 2);
+	CHECK_EQ(st.fetches, 3);
+	cache_file_close(f);
 	cache_destroy(c);
 	free(data);
 }
@@ -593,6 +645,7 @@ int main(void)
 	RUN(test_store_failure_is_returned_then_recovers);
 	RUN(test_sha256_checked_when_read_whole);
 	RUN(test_sha256_checked_when_read_whole_out_of_order);
+	RUN(test_span_holds_chunk_file_unchanged);
 	RUN(test_sequential_reader_prefetches_each_chunk_once);
 	RUN(test_random_reader_fetches_only_what_it_touches);
 	RUN(test_listing_is_cached_and_served_offline);
