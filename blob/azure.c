@@ -386,10 +386,11 @@ static int az_replace(struct blob_store *s, const char *key, const char *etag,
 	return ret == -EEXIST ? -ESTALE : ret;
 }
 
-static int az_check(struct blob_store *s, char *err, size_t errlen)
+static int az_check(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen)
 {
 	struct blob_azure *a = az_of(s);
-	struct http_request hq = { .quiet = 1 }; /* the whole --timeout: a busy store is slow */
+	/* by default the whole --timeout: a busy store is slow */
+	struct http_request hq = { .quiet = 1, .deadline_ms = deadline_s * 1000u };
 	struct http_response resp;
 	char why[160] = "";
 	int ret;

@@ -32,13 +32,13 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 	return -EINVAL;
 }
 
-int blob_check(struct blob_store *s, char *err, size_t errlen)
+int blob_check(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen)
 {
 	struct blob_list l;
 	int ret;
 
 	if (s->ops->check)
-		return s->ops->check(s, err, errlen);
+		return s->ops->check(s, deadline_s, err, errlen);
 
 	blob_list_init(&l);
 	ret = blob_list(s, "", &l);

@@ -83,8 +83,9 @@ struct blob_ops {
 	 * -ENOENT when it is gone. */
 	int (*replace)(struct blob_store *s, const char *key, const char *etag,
 		       const void *data, size_t len);
-	/* Optional: checks that the store answers, with one line into err. */
-	int (*check)(struct blob_store *s, char *err, size_t errlen);
+	/* Optional: checks that the store answers within deadline_s seconds (0: the
+	 * store's own deadline), with one line into err. */
+	int (*check)(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen);
 };
 
 /* The common head of every backend's store struct. */
@@ -111,9 +112,10 @@ struct blob_options {
 int blob_open(const char *url, const struct blob_options *opt, struct blob_store **out,
 	      char *err, size_t errlen);
 
-/* Checks that the store answers (and the credentials work). On failure writes one
- * line into err and returns -errno. */
-int blob_check(struct blob_store *s, char *err, size_t errlen);
+/* Checks that the store answers (and the credentials work) within deadline_s seconds
+ * (0: the store's --timeout). On failure writes one line into err and returns -errno:
+ * -EIO when the store does not answer. */
+int blob_check(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen);
 
 void blob_destroy(struct blob_store *s);
 

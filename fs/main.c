@@ -124,7 +124,7 @@ static int open_store(const char *url, const struct blob_options *opt,
 	char err[512];
 	int ret = blob_open(url, opt, s, err, sizeof(err));
 
-	if (ret == 0 && (ret = blob_check(*s, err, sizeof(err))) < 0) {
+	if (ret == 0 && (ret = blob_check(*s, 0, err, sizeof(err))) < 0) {
 		blob_destroy(*s);
 		*s = NULL;
 	}
@@ -135,12 +135,17 @@ static int open_store(const char *url, const struct blob_options *opt,
 
 /*
  * The mount's check of the store: an unreachable store is fatal unless the cache
- * folder holds what an earlier mount saw of it, which is then served (offline).
+ * folder holds what an earlier mount saw of it, which is then served (offline). Then
+ * the check waits at most CHECK_OFFLINE_S: a node comes up on its cache rather than
+ * wait for the whole --timeout, and the store is used again once it answers.
  */
-static int check_for_mount(struct cache *c)
+#define CHECK_OFFLINE_S 10
+static int check_for_mount(struct cache *c, unsigned timeout_s)
 {
 	char err[512];
-	int ret = blob_check(cache_store(c), err, sizeof(err));
+	unsigned deadline =
+		cache_knows_store(c) && timeout_s > CHECK_OFFLINE_S ? CHECK_OFFLINE_S : 0;
+	int ret = blob_check(cache_store(c), deadline, err, sizeof(err));
 
 	if (ret == -EIO && cache_knows_store(c)) {
 		LOG_WARN("%s; serving what the cache holds until the store answers", err);
@@ -325,7 +330,7 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	store = NULL; /* the cache owns it */
-	if (check_for_mount(cache) < 0)
+	if (check_for_mount(cache, bo.timeout_s) < 0)
 		goto out;
 	if (fs_create(cache, cc.ttl, &fs) < 0) {
 		fail("out of memory");
