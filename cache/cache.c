@@ -162,6 +162,7 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	pthread_cond_init(&c->work, NULL);
+	pthread_cond_init(&c->hash_work, NULL);
 	c->nbuckets = 1024;
 	c->chunks = calloc(c->nbuckets, sizeof(*c->chunks));
 	c->nmeta_buckets = 1024;
@@ -221,6 +222,10 @@ int cache_start(struct cache *c)
 		if (ret < 0)
 			break;
 	}
+	if (ret == 0 && !c->hasher_started) {
+		ret = -pthread_create(&c->hasher, NULL, cache_hasher, c);
+		c->hasher_started = ret == 0;
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret == 0)
 		cache_lease_start(c);
@@ -234,9 +239,17 @@ void cache_destroy(struct cache *c)
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	pthread_cond_broadcast(&c->work);
+	pthread_cond_broadcast(&c->hash_work);
 	pthread_mutex_unlock(&c->lock);
 	for (unsigned i = 0; i < c->started; i++)
 		pthread_join(c->workers[i], NULL);
+	if (c->hasher_started)
+		pthread_join(c->hasher, NULL);
+	while (c->hash_head) {
+		struct cache_file *f = c->hash_head;
+		c->hash_head = f->hash_next;
+		cache_file_unref(f);
+	}
 	while (c->qlen) {
 		cache_blob_unref(c, c->queue[c->qhead].blob);
 		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
@@ -247,6 +260,7 @@ void cache_destroy(struct cache *c)
 	if (c->metas)
 		cache_metas_free(c);
 	pthread_cond_destroy(&c->work);
+	pthread_cond_destroy(&c->hash_work);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	blob_destroy(c->store);

@@ -93,6 +93,11 @@ struct cache {
 
 	pthread_t workers[CACHE_MAX_WORKERS];
 	unsigned started;
+	/* hash.c; under lock */
+	struct cache_file *hash_head, *hash_tail;
+	pthread_cond_t hash_work;	/* a file to hash, or stopping */
+	pthread_t hasher;
+	int hasher_started;
 
 	int lease_mode;			/* lease.c: 1 leases work, 0 untried, -1 not here */
 };
@@ -107,13 +112,23 @@ struct cache_file {
 	uint64_t window;		/* chunks to prefetch ahead */
 	uint64_t scheduled;		/* chunks below this index were prefetched */
 	uint64_t seq_bytes;		/* read in order since the last jump */
-	void *sha;			/* EVP_MD_CTX when a sha256 is to be checked */
+	/* the sha256 check (hash.c), when there is one to make; under lock but for
+	 * sha, which only the one hashing (hash_queued) touches */
+	void *sha;			/* EVP_MD_CTX */
 	uint64_t hash_off;		/* bytes hashed in order so far */
 	uint8_t *touched;		/* bitmap: chunks read through this file */
 	uint64_t ntouched, nchunks;
 	unsigned char want[32];
 	int hash_state;			/* 0 running, 1 matched, -1 mismatch */
+	int hash_err;			/* the hash could not go on (the store failed) */
+	pthread_cond_t hash_done;	/* hash_state or hash_err set */
 	char mark[PATH_MAX];		/* the sha256 mark to write once matched */
+	/* protected by cache->lock: */
+	int refs;			/* the opener's, and the hasher's while queued */
+	int closed;			/* set under both locks: read under either */
+	int hash_queued;		/* in the hasher's queue or being hashed */
+	int hash_more;			/* read since the hasher took it */
+	struct cache_file *hash_next;
 };
 
 /* crc32c.c: crc 0 to start, the previous result to go on. Cannot fail. */
@@ -147,6 +162,16 @@ void cache_blob_unref(struct cache *c, struct cache_blob *b);
  * when another process has the file open for writing; -ENOENT or -errno. */
 void cache_lease_start(struct cache *c);
 int cache_lease_open(struct cache *c, const char *path, int *fd);
+
+/* hash.c (see its head comment). cache_hash_note records a read of [off, off+len)
+ * and, when that read completes the file, waits for the verdict: 0, -EBADMSG on a
+ * mismatch, or -errno when the hash could not be finished. cache_hash_failed: whether
+ * a mismatch was found (-EBADMSG) or not (0). */
+void *cache_hasher(void *arg);
+int cache_hash_note(struct cache_file *f, uint64_t off, size_t len);
+int cache_hash_failed(struct cache_file *f);
+/* Drops a reference to an open file; the last one frees it. */
+void cache_file_unref(struct cache_file *f);
 
 /* meta.c */
 /* Where the cache keeps what it knows under name (a listing, a record, a mark). */

@@ -1,6 +1,6 @@
 /*
  * file.c: a reader's open blob: reads through the chunks, sequential detection and
- * prefetch, the sha256 check of a file read whole, and zero-copy mapping.
+ * prefetch, and zero-copy mapping. The sha256 check of a file read whole is hash.c's.
  */
 #include "cache_private.h"
 #include "../blob/log.h"
@@ -106,7 +106,9 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 	f->cache = c;
 	f->blob = b;
 	f->window = 2;
+	f->refs = 1;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->hash_done, NULL);
 	char mark[PATH_MAX];
 	if (sha256 && strlen(sha256) == 64) {
 		sha_mark_path(c, b, sha256, mark, sizeof(mark));
@@ -129,6 +131,7 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 			    !EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL)) {
 				EVP_MD_CTX_free(f->sha);
 				free(f->touched);
+				pthread_cond_destroy(&f->hash_done);
 				pthread_mutex_destroy(&f->lock);
 				goto fail;
 			}
@@ -224,62 +227,6 @@ static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t o
 	return 0;
 }
 
-/*
- * Extends the in-order hash with [off, off+n). Once every chunk of the blob has been
- * read through this file (in any order: parallel readahead shuffles them), the part
- * the in-order hash missed is read back from the cache, so a file read whole is
- * always checked, and a reader that skips parts (mmap) never causes a download.
- * Called with f->lock held. Returns -EBADMSG on a mismatch (then and for every later
- * read), logged here once.
- */
-static int file_hash(struct cache_file *f, const char *buf, size_t n, uint64_t off)
-{
-	struct cache *c = f->cache;
-	uint64_t size = f->blob->size;
-	int ret = 0;
-
-	if (f->hash_state != 0)
-		return f->hash_state < 0 ? -EBADMSG : 0;
-	if (off <= f->hash_off && off + n > f->hash_off) {
-		EVP_DigestUpdate(f->sha, buf + (f->hash_off - off), off + n - f->hash_off);
-		f->hash_off = off + n;
-	}
-	for (uint64_t i = off / c->chunk_size; i <= (off + n - 1) / c->chunk_size; i++) {
-		if (!(f->touched[i / 8] & (1u << (i % 8)))) {
-			f->touched[i / 8] |= (uint8_t)(1u << (i % 8));
-			f->ntouched++;
-		}
-	}
-	if (f->hash_off < size && f->ntouched == f->nchunks) {
-		size_t piece = c->chunk_size;
-		char *tmp = malloc(piece);
-		while (tmp && f->hash_off < size) {
-			size_t take = size - f->hash_off < piece ? (size_t)(size - f->hash_off) : piece;
-			if (file_read_raw(f, tmp, take, f->hash_off) < 0)
-				break; /* the store failed: checked on a later read */
-			EVP_DigestUpdate(f->sha, tmp, take);
-			f->hash_off += take;
-		}
-		free(tmp);
-	}
-	if (f->hash_off == size) {
-		unsigned char md[32];
-		unsigned int mdlen = 0;
-		EVP_DigestFinal_ex(f->sha, md, &mdlen);
-		if (memcmp(md, f->want, 32) == 0) {
-			f->hash_state = 1;
-			if (cache_write_file(c, f->mark, "", 0, 0) < 0)
-				LOG_DEBUG("cannot keep the sha256 mark of %s", f->blob->key);
-		} else {
-			f->hash_state = -1;
-			LOG_ERROR("%s: the bytes read do not match the registered sha256",
-				  f->blob->key);
-			ret = -EBADMSG;
-		}
-	}
-	return ret;
-}
-
 ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t off)
 {
 	struct cache *c = f->cache;
@@ -290,26 +237,15 @@ ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t of
 		return 0;
 	if (len > size - off)
 		len = (size_t)(size - off);
-	if (f->sha) {
-		pthread_mutex_lock(&f->lock);
-		ret = f->hash_state < 0 ? -EBADMSG : 0;
-		pthread_mutex_unlock(&f->lock);
-		if (ret < 0)
-			return ret;
-	}
-	file_prefetch(f, off, len);
-	ret = file_read_raw(f, buf, len, off);
+	ret = cache_hash_failed(f);
 	if (ret < 0)
 		return ret;
-	if (f->sha) {
-		pthread_mutex_lock(&f->lock);
-		ret = file_hash(f, buf, len, off);
-		pthread_mutex_unlock(&f->lock);
-		if (ret < 0)
-			return ret;
-	}
+	file_prefetch(f, off, len);
+	ret = file_read_raw(f, buf, len, off);
+	if (ret == 0)
+		ret = cache_hash_note(f, off, len);
 	(void)c;
-	return (ssize_t)len;
+	return ret < 0 ? ret : (ssize_t)len;
 }
 
 ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
@@ -321,15 +257,9 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	int ret = 0, n = 0;
 
 	*nspans = 0;
-	if (f->sha) {
-		pthread_mutex_lock(&f->lock);
-		int state = f->hash_state;
-		pthread_mutex_unlock(&f->lock);
-		if (state == 0)
-			return -EAGAIN; /* being hashed: the bytes must pass through */
-		if (state < 0)
-			return -EBADMSG;
-	}
+	ret = cache_hash_failed(f);
+	if (ret < 0)
+		return ret;
 	if (off >= size || len == 0)
 		return 0;
 	/* The kernel reads the handed-over files after this returns: only a file held
@@ -367,6 +297,8 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 		n++;
 		done += take;
 	}
+	if (ret == 0)
+		ret = cache_hash_note(f, off, done);
 	if (ret < 0) {
 		for (int i = 0; i < n; i++)
 			cache_span_release(c, &spans[i]);
@@ -380,10 +312,10 @@ void cache_file_close(struct cache_file *f)
 {
 	if (!f)
 		return;
-	if (f->sha)
-		EVP_MD_CTX_free(f->sha);
-	free(f->touched);
-	cache_blob_unref(f->cache, f->blob);
-	pthread_mutex_destroy(&f->lock);
-	free(f);
+	pthread_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->cache->lock);
+	f->closed = 1; /* the hasher stops hashing it */
+	pthread_mutex_unlock(&f->cache->lock);
+	pthread_mutex_unlock(&f->lock);
+	cache_file_unref(f);
 }

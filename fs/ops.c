@@ -166,8 +166,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 }
 
 /* Without a copy through the daemon: the reply points libfuse at the cache files,
- * which it splices to the kernel. Reads that must see the bytes (a file being
- * checked against its sha256, a cache that cannot store) take the copying path. */
+ * which it splices to the kernel. Reads the cache cannot map (a cache that cannot
+ * store, or that cannot hold its files unchanged) take the copying path. */
 static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
