@@ -223,7 +223,8 @@ int cache_start(struct cache *c)
 			break;
 	}
 	if (ret == 0 && !c->hasher_started) {
-		ret = -pthread_create(&c->hasher, NULL, cache_hasher, c);
+		c->hash_buf = malloc(HASH_PIECE);
+		ret = c->hash_buf ? -pthread_create(&c->hasher, NULL, cache_hasher, c) : -ENOMEM;
 		c->hasher_started = ret == 0;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -261,6 +262,7 @@ void cache_destroy(struct cache *c)
 		cache_metas_free(c);
 	pthread_cond_destroy(&c->work);
 	pthread_cond_destroy(&c->hash_work);
+	free(c->hash_buf);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	blob_destroy(c->store);

@@ -98,6 +98,7 @@ struct cache {
 	pthread_cond_t hash_work;	/* a file to hash, or stopping */
 	pthread_t hasher;
 	int hasher_started;
+	char *hash_buf;			/* the hasher's, HASH_PIECE bytes */
 
 	int lease_mode;			/* lease.c: 1 leases work, 0 untried, -1 not here */
 };
@@ -120,7 +121,8 @@ struct cache_file {
 	uint64_t ntouched, nchunks;
 	unsigned char want[32];
 	int hash_state;			/* 0 running, 1 matched, -1 mismatch */
-	int hash_err;			/* the hash could not go on (the store failed) */
+	int hash_err;			/* why the hash could not go on (the store failed) */
+	unsigned hash_err_gen;		/* hash_err set so many times */
 	pthread_cond_t hash_done;	/* hash_state or hash_err set */
 	char mark[PATH_MAX];		/* the sha256 mark to write once matched */
 	/* protected by cache->lock: */
@@ -167,6 +169,7 @@ int cache_lease_open(struct cache *c, const char *path, int *fd);
  * and, when that read completes the file, waits for the verdict: 0, -EBADMSG on a
  * mismatch, or -errno when the hash could not be finished. cache_hash_failed: whether
  * a mismatch was found (-EBADMSG) or not (0). */
+#define HASH_PIECE (1u << 20)
 void *cache_hasher(void *arg);
 int cache_hash_note(struct cache_file *f, uint64_t off, size_t len);
 int cache_hash_failed(struct cache_file *f);

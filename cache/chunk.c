@@ -311,7 +311,8 @@ static int file_put(void *ctx, const void *data, size_t len)
 }
 
 /*
- * The identity of a chunk file just written and renamed into place (pre: as written),
+ * The identity of a chunk file just written and renamed into place (pre: by its writer
+ * fd after the rename),
  * taken under a lease once our own writer fd is closed. Another process may have
  * changed it since the rename: then 0, and it is verified before it is served.
  */
@@ -323,7 +324,8 @@ static int chunk_settle(struct cache *c, const char *path, const struct stat *pr
 	if (leased < 0)
 		return 0;
 	ok = fstat(fd, st) == 0 && st->st_ino == pre->st_ino && st->st_size == pre->st_size &&
-	     st->st_mtim.tv_sec == chunk_mtime.tv_sec && st->st_mtim.tv_nsec == chunk_mtime.tv_nsec;
+	     st->st_mtim.tv_sec == chunk_mtime.tv_sec && st->st_mtim.tv_nsec == chunk_mtime.tv_nsec &&
+	     st->st_ctim.tv_sec == pre->st_ctim.tv_sec && st->st_ctim.tv_nsec == pre->st_ctim.tv_nsec;
 	close(fd);
 	return ok;
 }
@@ -368,7 +370,7 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 	}
 	if (ret == 0) {
 		struct timespec ts[2] = { { 0, UTIME_NOW }, chunk_mtime };
-		if (futimens(fs.fd, ts) < 0 || fstat(fs.fd, &pre) < 0)
+		if (futimens(fs.fd, ts) < 0)
 			ret = fs.disk_err = -errno;
 	}
 	if (ret == 0) {
@@ -381,6 +383,8 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 		if (ret == 0 && rename(tmp, path) < 0)
 			ret = fs.disk_err = -errno;
 		renamed = ret == 0;
+		if (ret == 0 && fstat(fs.fd, &pre) < 0)
+			ret = fs.disk_err = -errno;
 	}
 	if (close(fs.fd) < 0 && ret == 0)
 		ret = fs.disk_err = -errno;
@@ -434,19 +438,21 @@ static int chunk_use(struct cache *c, struct cache_chunk *ch, const struct cache
 		if (ret < 0)
 			goto out;
 	}
-	if (!known && st.st_mtim.tv_sec == chunk_mtime.tv_sec &&
-	    st.st_mtim.tv_nsec == chunk_mtime.tv_nsec)
-		known = -1; /* verified now, and marked already */
-	if (touch || !known) {
-		/* atime orders the LRU list again after a restart; mtime marks the file
-		 * checked. Both change ctime, so the identity is taken after. */
-		struct timespec ts[2] = { { 0, touch ? UTIME_NOW : UTIME_OMIT }, chunk_mtime };
+	/* mtime marks the file checked, only under the lease: without it, a write
+	 * since the check would be marked too */
+	int mark = !known && leased && (st.st_mtim.tv_sec != chunk_mtime.tv_sec ||
+					 st.st_mtim.tv_nsec != chunk_mtime.tv_nsec);
+	if (touch || mark) {
+		/* atime orders the LRU list again after a restart. Both change ctime, so
+		 * the identity is taken after. */
+		struct timespec ts[2] = { { 0, touch ? UTIME_NOW : UTIME_OMIT },
+					  mark ? chunk_mtime : (struct timespec){ 0, UTIME_OMIT } };
 		if (futimens(fd, ts) < 0 || fstat(fd, &st) < 0) {
 			ret = -errno;
 			goto out;
 		}
 	}
-	if (known <= 0 || touch) {
+	if (!known || touch) {
 		pthread_mutex_lock(&c->lock);
 		remember_file(ch, &st);
 		pthread_mutex_unlock(&c->lock);
@@ -493,6 +499,11 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 	}
 	ch->refs++;
 	for (;;) {
+		if (fd_out && ch->state != CHUNK_PRESENT) {
+			/* a span holds a lease: no waiting on the store meanwhile */
+			ret = -EAGAIN;
+			break;
+		}
 		if (ch->state == CHUNK_FETCHING) {
 			/* a reader that waited on a fetch shares its failure rather than
 			 * asking the failing store once more itself */
@@ -577,9 +588,9 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 		ch->err = disk_err ? 0 : ret; /* waiters fetch for themselves after a disk error */
 		ch->gen++;
 		pthread_cond_broadcast(&c->cond);
-		if (disk_err && fd_out) {
+		if (disk_err && !dst) {
 			ret = -EAGAIN;
-		} else if (disk_err && dst) {
+		} else if (disk_err) {
 			/* the cache cannot keep it: serve this read straight from the store */
 			LOG_INFO("cannot keep chunk %" PRIu64 " of %s in the cache (%s); reading "
 				 "it from the store", index, b->key, strerror(-ret));

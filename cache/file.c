@@ -271,39 +271,55 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 		return -EAGAIN;
 	if (len > size - off)
 		len = (size_t)(size - off);
+	uint64_t first = off / c->chunk_size, last = (off + len - 1) / c->chunk_size;
+	if (last - first >= (uint64_t)max)
+		return -EAGAIN; /* more pieces than the caller can take: let it copy */
 	file_prefetch(f, off, len);
-	while (done < len) {
-		if (n == max) {
-			/* more pieces than the caller can take: let it copy instead */
-			for (int i = 0; i < n; i++)
-				cache_span_release(c, &spans[i]);
-			return -EAGAIN;
+	/* Up to three rounds: a chunk found damaged in the second step is dropped, and
+	 * the next round fetches it again. */
+	for (int round = 0; round < 3; round++) {
+		/* First every chunk present, fetching what is missing, and the sha256
+		 * verdict when this read completes the file: waits, with no lease held. */
+		for (uint64_t i = first; i <= last; i++) {
+			ret = cache_chunk_access(c, f->blob, i, NULL, 0, 0, NULL);
+			if (ret < 0)
+				return ret;
 		}
-		uint64_t pos = off + done;
-		uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
-		size_t take = c->chunk_size - coff;
-		int fd = -1;
-		if (take > len - done)
-			take = len - done;
-		ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &fd);
+		ret = cache_hash_note(f, off, len);
 		if (ret < 0)
+			return ret;
+		/* Then the spans, each checked and leased until the reply is written:
+		 * local work only from here. */
+		done = 0;
+		n = 0;
+		while (done < len) {
+			uint64_t pos = off + done;
+			uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
+			size_t take = c->chunk_size - coff;
+			int fd = -1;
+			if (take > len - done)
+				take = len - done;
+			ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &fd);
+			if (ret < 0)
+				break;
+			pthread_mutex_lock(&c->lock);
+			spans[n].hold = cache_chunk_find(c, f->blob->hex, index);
+			pthread_mutex_unlock(&c->lock);
+			spans[n].fd = fd;
+			spans[n].off = coff;
+			spans[n].len = take;
+			n++;
+			done += take;
+		}
+		if (ret == 0)
 			break;
-		pthread_mutex_lock(&c->lock);
-		spans[n].hold = cache_chunk_find(c, f->blob->hex, index);
-		pthread_mutex_unlock(&c->lock);
-		spans[n].fd = fd;
-		spans[n].off = coff;
-		spans[n].len = take;
-		n++;
-		done += take;
-	}
-	if (ret == 0)
-		ret = cache_hash_note(f, off, done);
-	if (ret < 0) {
 		for (int i = 0; i < n; i++)
 			cache_span_release(c, &spans[i]);
-		return ret;
+		if (ret != -EAGAIN)
+			return ret;
 	}
+	if (ret < 0)
+		return ret; /* the caller copies */
 	*nspans = n;
 	return (ssize_t)done;
 }

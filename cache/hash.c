@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HASH_PIECE (1u << 20)
 
 void cache_file_unref(struct cache_file *f)
 {
@@ -80,6 +79,7 @@ static void file_hash_run(struct cache_file *f, char *buf)
 			if (all) {
 				pthread_mutex_lock(&f->lock);
 				f->hash_err = ret;
+				f->hash_err_gen++;
 				pthread_cond_broadcast(&f->hash_done);
 				pthread_mutex_unlock(&f->lock);
 			}
@@ -113,12 +113,12 @@ static void file_hash_run(struct cache_file *f, char *buf)
 void *cache_hasher(void *arg)
 {
 	struct cache *c = arg;
-	char *buf = malloc(HASH_PIECE);
+	char *buf = c->hash_buf;
 
 	pthread_mutex_lock(&c->lock);
 	while (!c->stopping) {
 		struct cache_file *f = c->hash_head;
-		if (!f || !buf) {
+		if (!f) {
 			pthread_cond_wait(&c->hash_work, &c->lock);
 			continue;
 		}
@@ -145,7 +145,6 @@ void *cache_hasher(void *arg)
 		pthread_mutex_lock(&c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
-	free(buf);
 	return NULL;
 }
 
@@ -191,14 +190,11 @@ int cache_hash_note(struct cache_file *f, uint64_t off, size_t len)
 	}
 	complete = f->ntouched == f->nchunks;
 	int state = f->hash_state;
+	/* a failure of the store from before this read does not count for it */
+	unsigned gen = f->hash_err_gen;
 	pthread_mutex_unlock(&f->lock);
 	if (state != 0)
 		return state < 0 ? -EBADMSG : 0;
-	if (complete) {
-		pthread_mutex_lock(&f->lock);
-		f->hash_err = 0; /* an earlier failure of the store is tried again */
-		pthread_mutex_unlock(&f->lock);
-	}
 	if (hash_kick(f) && complete) {
 		/* no hasher thread: the completing read hashes, one at a time */
 		int mine;
@@ -212,8 +208,10 @@ int cache_hash_note(struct cache_file *f, uint64_t off, size_t len)
 				file_hash_run(f, buf);
 			free(buf);
 			pthread_mutex_lock(&f->lock);
-			if (!buf)
+			if (!buf) {
 				f->hash_err = -ENOMEM;
+				f->hash_err_gen++;
+			}
 			pthread_cond_broadcast(&f->hash_done);
 			pthread_mutex_unlock(&f->lock);
 			pthread_mutex_lock(&c->lock);
@@ -224,14 +222,12 @@ int cache_hash_note(struct cache_file *f, uint64_t off, size_t len)
 	if (!complete)
 		return 0;
 	pthread_mutex_lock(&f->lock);
-	while (f->hash_state == 0 && f->hash_err == 0)
+	while (f->hash_state == 0 && f->hash_err_gen == gen)
 		pthread_cond_wait(&f->hash_done, &f->lock);
-	if (f->hash_state < 0) {
+	if (f->hash_state < 0)
 		ret = -EBADMSG;
-	} else if (f->hash_state == 0) {
+	else if (f->hash_state == 0)
 		ret = f->hash_err; /* the store failed: a later read tries again */
-		f->hash_err = 0;
-	}
 	pthread_mutex_unlock(&f->lock);
 	return ret;
 }

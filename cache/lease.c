@@ -70,7 +70,8 @@ int cache_lease_open(struct cache *c, const char *path, int *fd_out)
 		return -EBADMSG;
 	}
 	pthread_mutex_lock(&c->lock);
-	if (c->lease_mode == 0) {
+	if (c->lease_mode == 0 && err == EINVAL) {
+		/* the filesystem does not do leases (others: this file only) */
 		c->lease_mode = -1;
 		LOG_INFO("the cache folder %s does not take file leases (%s): every read is "
 			 "copied and checked", c->dir, strerror(err));

@@ -49,6 +49,7 @@ struct fs_open;
 struct fs {
 	struct cache *cache;		/* owned */
 	unsigned ttl;
+	int xattrs;			/* answer user.artifactfs.* (--xattrs) */
 	uid_t uid;
 	gid_t gid;
 	struct timespec started;

@@ -56,6 +56,8 @@ static const char usage[] =
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
 	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
 	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
+	"  --xattrs            show user.artifactfs.{key,etag,sha256,store} on files (each\n"
+	"                      extended attribute query then asks the daemon: ls -l slows)\n"
 	"  -f                  stay in the foreground (log to stderr)\n"
 	"  -d                  debug log (implies -f)\n"
 	"  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n";
@@ -165,6 +167,7 @@ struct mount_opts {
 	char *chunk_size;
 	char *timeout;
 	int insecure;
+	int xattrs;
 	char *stores[3];
 	int nstores;
 	int foreground;
@@ -186,6 +189,8 @@ static const struct fuse_opt mount_spec[] = {
 	MOPT("timeout", timeout),
 	{ "--insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "insecure", offsetof(struct mount_opts, insecure), 1 },
+	{ "--xattrs", offsetof(struct mount_opts, xattrs), 1 },
+	{ "xattrs", offsetof(struct mount_opts, xattrs), 1 },
 	{ "timeout=%s", offsetof(struct mount_opts, timeout), 0 },
 	{ "cache_dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
 	{ "cache-dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
@@ -337,6 +342,7 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	cache = NULL; /* the fs owns it */
+	fs->xattrs = o.xattrs;
 
 	/* FUSE sees its own options only: ours were taken out by fuse_opt_parse */
 	if (fuse_opt_add_arg(&fargs, "artifactfs") < 0 ||

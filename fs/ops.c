@@ -73,6 +73,7 @@ struct fill_ctx {
 	struct fs *fs;
 	void *buf;
 	fuse_fill_dir_t filler;
+	off_t skip, pos;	/* entries already sent; this entry's offset */
 };
 
 static int fill_one(void *arg, const char *name, const struct fs_node *n)
@@ -80,22 +81,27 @@ static int fill_one(void *arg, const char *name, const struct fs_node *n)
 	struct fill_ctx *ctx = arg;
 	struct stat st;
 
+	if (++ctx->pos <= ctx->skip)
+		return 0;
 	fs_node_stat(ctx->fs, n, &st);
-	return ctx->filler(ctx->buf, name, &st, 0, FUSE_FILL_DIR_PLUS);
+	return ctx->filler(ctx->buf, name, &st, ctx->pos, FUSE_FILL_DIR_PLUS);
 }
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct fs *fs = fs_of();
-	struct fill_ctx ctx = { fs, buf, filler };
+	struct fill_ctx ctx = { fs, buf, filler, off, 0 };
 	int ret;
 
-	(void)off;
+	/* Entries carry offsets, so that libfuse answers READDIRPLUS with the entries'
+	 * attributes and node ids: ls -l then needs no lookup per file. */
 	(void)fi;
 	(void)flags;
-	filler(buf, ".", NULL, 0, 0);
-	filler(buf, "..", NULL, 0, 0);
+	if (++ctx.pos > ctx.skip && filler(buf, ".", NULL, ctx.pos, 0))
+		return 0;
+	if (++ctx.pos > ctx.skip && filler(buf, "..", NULL, ctx.pos, 0))
+		return 0;
 	ret = fs_list(fs, path, fill_one, &ctx);
 	return ret < 0 ? fs_errno(fs, ret, path) : 0;
 }
@@ -270,12 +276,20 @@ static int op_statfs(const char *path, struct statvfs *st)
 static const char *const xattr_names[] = { "user.artifactfs.key", "user.artifactfs.etag",
 					   "user.artifactfs.sha256", "user.artifactfs.store" };
 
+/* Without --xattrs, ENOSYS: the kernel then stops asking, so the extended attribute
+ * queries of ls -l (SELinux label, ACL: two per file) never reach the daemon. */
 static int op_getxattr(const char *path, const char *name, char *value, size_t size)
 {
 	struct fs *fs = fs_of();
 	struct fs_node n;
 	const char *v = NULL;
-	int ret = fs_resolve(fs, path, &n);
+	int ret;
+
+	if (!fs->xattrs)
+		return -ENOSYS;
+	if (strncmp(name, "user.artifactfs.", 16) != 0)
+		return -ENODATA;
+	ret = fs_resolve(fs, path, &n);
 
 	if (ret < 0)
 		return fs_errno(fs, ret, path);
@@ -305,7 +319,11 @@ static int op_listxattr(const char *path, char *list, size_t size)
 	struct fs *fs = fs_of();
 	struct fs_node n;
 	size_t len = 0;
-	int ret = fs_resolve(fs, path, &n);
+	int ret;
+
+	if (!fs->xattrs)
+		return -ENOSYS;
+	ret = fs_resolve(fs, path, &n);
 
 	if (ret < 0)
 		return fs_errno(fs, ret, path);

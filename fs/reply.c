@@ -35,9 +35,11 @@ static int sent_key_ok;
 
 static void sent_release(struct sent *s)
 {
-	for (int i = 0; i < s->n; i++)
-		cache_span_release(s->cache, &s->sp[i]);
-	s->n = 0;
+	/* each span leaves the list before it is released: never released twice */
+	while (s->n > 0) {
+		struct cache_span sp = s->sp[--s->n];
+		cache_span_release(s->cache, &sp);
+	}
 }
 
 static void sent_free(void *p)
@@ -134,5 +136,6 @@ int fs_reply_hooks(struct fuse *fuse)
 	};
 	struct fuse_session *se = fuse_get_session(fuse);
 
+	pthread_once(&sent_once, sent_key_make);
 	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }

@@ -340,8 +340,24 @@ def test_concurrent_readers_of_one_file(store, make_mount):
     assert results == [hashlib.sha256(data).digest()] * 8
 
 
-def test_xattrs_name_the_source(populated, make_mount):
+def test_no_xattrs_without_the_option(populated, make_mount):
+    """By default the mount answers no extended attribute query, so that the kernel
+    stops asking (ls -l asks two per file)."""
     m = make_mount(populated)
+    p = m / "models/pt-dnn/1/model.pth"
+    for _ in range(2):
+        with pytest.raises(OSError) as e:
+            os.getxattr(p, "user.artifactfs.key")
+        assert e.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(OSError) as e:
+        os.listxattr(p)
+    assert e.value.errno == errno.EOPNOTSUPP
+    out = subprocess.run(["ls", "-l", str(p)], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("-r--r--r-- ")
+
+
+def test_xattrs_name_the_source(populated, make_mount):
+    m = make_mount(populated, "--xattrs")
     p = m / "models/pt-dnn/1/model.pth"
     assert os.getxattr(p, "user.artifactfs.key") == b"runs/birds/run-1/outputs/model.pth"
     rec = json.loads(populated.get("registry/pt-dnn/1.json"))
@@ -470,3 +486,19 @@ def test_options_as_o_name_value_for_fstab(store, make_mount):
                for d, _, ns in os.walk(m.cache_dir / "chunks") for n in ns)  # chunk_size
     store.put("runs/e/r/new.txt", b"new")  # ttl=1: the listing refreshes
     wait_for(lambda: os.path.exists(m / "runs/e/r/new.txt"), 10, "ttl=1 refresh")
+
+
+def test_ls_l_of_a_large_folder_lists_each_entry_once(store, make_mount):
+    """A folder listed in several READDIRPLUS replies: every entry exactly once, with
+    its size, and no lookup needed afterwards for ls -l."""
+    names = {f"f{i:04d}.txt": b"x" * (i % 50) for i in range(1500)}
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda kv: store.put(f"runs/e/many/{kv[0]}", kv[1]), names.items()))
+    m = make_mount(store)
+    assert sorted(os.listdir(m / "runs/e/many")) == sorted(names)
+    for _ in range(2):
+        out = subprocess.run(["ls", "-l", str(m / "runs/e/many")], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+        rows = [line.split() for line in out[1:]]
+        assert sorted(r[-1] for r in rows) == sorted(names)
+        assert all(int(r[4]) == len(names[r[-1]]) for r in rows)

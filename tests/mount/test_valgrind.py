@@ -29,7 +29,7 @@ def test_mount_under_memcheck_has_no_errors(tmp_path):
         ["valgrind", "--tool=memcheck", "--error-exitcode=99", "--leak-check=full",
          "--errors-for-leak-kinds=definite", "--track-origins=yes", f"--log-file={log}",
          str(PLAIN_BIN), "mount", store.url, str(mnt), "--cache-dir", str(tmp_path / "cache"),
-         "--chunk-size", "1M", "-f"],
+         "--chunk-size", "1M", "--xattrs", "-f"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: proc.poll() is None and is_mounted(mnt), 120, "the mount under valgrind")
