@@ -370,6 +370,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
 				 (long)(h->cfg.stall_ms + 999) / 1000);
 		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+		/* fewer, larger receives: each one is a callback and a write to the cache */
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L << 10);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->cfg.insecure ? 0L : 1L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, h->cfg.insecure ? 0L : 2L);
 		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
