@@ -521,6 +521,7 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 			lru_push(c, ch);
 			if (!dst && !fd_out && ch->verified)
 				break;
+			unsigned gen = ch->gen;
 			pthread_mutex_unlock(&c->lock);
 			ret = chunk_use(c, ch, b, dst, coff, n, fd_out);
 			pthread_mutex_lock(&c->lock);
@@ -528,8 +529,9 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 				ch->refs++; /* the span's, until cache_span_release */
 			if (ret != -EBADMSG && ret != -ENOENT)
 				break;
-			/* damaged or removed behind our back: fetch it again */
-			if (ch->state == CHUNK_PRESENT) {
+			/* damaged or removed behind our back: fetch it again, unless another
+			 * reader has already (then its file is a new one) */
+			if (ch->state == CHUNK_PRESENT && ch->gen == gen) {
 				char path[PATH_MAX];
 				chunk_path(c, b->hex, index, path, sizeof(path));
 				if (ret == -EBADMSG) {

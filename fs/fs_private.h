@@ -59,6 +59,9 @@ void fs_sent_release(void);
 struct fuse;
 int fs_reply_hooks(struct fuse *fuse);
 
+/* Closes the files still open (ops.c): for the end of the mount. */
+void fs_release_all(struct fs *fs);
+
 extern const struct fuse_operations fs_ops;
 
 #endif

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 struct fs_handle {
+	struct fs_handle *prev, *next;	/* fs->handles, under fs->lock */
 	struct cache_file *cf;
 	int immutable;
 	int page_cache;		/* counted by fs_open_begin */
@@ -138,6 +139,12 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		return fs_errno(fs, ret, path);
 	}
 	fi->fh = (uintptr_t)h;
+	pthread_mutex_lock(&fs->lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->lock);
 	if (n.immutable) {
 		fi->keep_cache = 1; /* a registered version never changes */
 	} else {
@@ -235,16 +242,34 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	return 0;
 }
 
-static int op_release(const char *path, struct fuse_file_info *fi)
+static void handle_free(struct fs *fs, struct fs_handle *h)
 {
-	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
-
-	(void)path;
+	pthread_mutex_lock(&fs->lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->lock);
 	if (h->page_cache)
-		fs_open_end(fs_of(), h->path);
+		fs_open_end(fs, h->path);
 	cache_file_close(h->cf);
 	free(h);
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	handle_free(fs_of(), (struct fs_handle *)(uintptr_t)fi->fh);
 	return 0;
+}
+
+void fs_release_all(struct fs *fs)
+{
+	/* files whose release the kernel had not sent when the mount ended */
+	while (fs->handles)
+		handle_free(fs, fs->handles);
 }
 
 static int op_readlink(const char *path, char *buf, size_t size)

@@ -107,6 +107,7 @@ void fs_destroy(struct fs *fs)
 {
 	if (!fs)
 		return;
+	fs_release_all(fs);
 	for (size_t i = 0; i < FS_OPEN_BUCKETS; i++) {
 		while (fs->opens[i]) {
 			struct fs_open *o = fs->opens[i];
