@@ -70,41 +70,128 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	return 0;
 }
 
+/*
+ * An open folder: its entries as they were at the first readdir, so that the offsets
+ * libfuse resumes from mean the same entries however long the listing takes, and the
+ * folder is listed from the store once per opendir.
+ */
+struct dir_entry {
+	char *name;
+	struct stat st;
+};
+
+struct dir_handle {
+	struct dir_handle *prev, *next;	/* fs->dirs, under fs->lock */
+	struct dir_entry *e;
+	size_t n, cap;
+	int filled;
+	int err;
+};
+
 struct fill_ctx {
 	struct fs *fs;
-	void *buf;
-	fuse_fill_dir_t filler;
-	off_t skip, pos;	/* entries already sent; this entry's offset */
+	struct dir_handle *d;
 };
 
 static int fill_one(void *arg, const char *name, const struct fs_node *n)
 {
 	struct fill_ctx *ctx = arg;
-	struct stat st;
+	struct dir_handle *d = ctx->d;
 
-	if (++ctx->pos <= ctx->skip)
-		return 0;
-	fs_node_stat(ctx->fs, n, &st);
-	return ctx->filler(ctx->buf, name, &st, ctx->pos, FUSE_FILL_DIR_PLUS);
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		struct dir_entry *ne = realloc(d->e, cap * sizeof(*ne));
+		if (!ne) {
+			d->err = -ENOMEM;
+			return 1;
+		}
+		d->e = ne;
+		d->cap = cap;
+	}
+	d->e[d->n].name = strdup(name);
+	if (!d->e[d->n].name) {
+		d->err = -ENOMEM;
+		return 1;
+	}
+	fs_node_stat(ctx->fs, n, &d->e[d->n].st);
+	d->n++;
+	return 0;
+}
+
+static void dir_free(struct fs *fs, struct dir_handle *d)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->lock);
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	free(d);
+}
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of();
+	struct dir_handle *d = calloc(1, sizeof(*d));
+
+	(void)path;
+	if (!d)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->lock);
+	d->next = fs->dirs;
+	if (d->next)
+		d->next->prev = d;
+	fs->dirs = d;
+	pthread_mutex_unlock(&fs->lock);
+	fi->fh = (uintptr_t)d;
+	return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	dir_free(fs_of(), (struct dir_handle *)(uintptr_t)fi->fh);
+	return 0;
 }
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct fs *fs = fs_of();
-	struct fill_ctx ctx = { fs, buf, filler, off, 0 };
-	int ret;
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 
+	(void)flags;
+	if (off < 0)
+		return -EINVAL;
+	if (!d->filled || off == 0) {
+		/* a new listing at offset 0 (rewinddir) */
+		struct fill_ctx ctx = { fs, d };
+		for (size_t i = 0; i < d->n; i++)
+			free(d->e[i].name);
+		d->n = 0;
+		d->err = 0;
+		int ret = fs_list(fs, path, fill_one, &ctx);
+		if (ret == 0)
+			ret = d->err;
+		if (ret < 0)
+			return fs_errno(fs, ret, path);
+		d->filled = 1;
+	}
 	/* Entries carry offsets, so that libfuse answers READDIRPLUS with the entries'
 	 * attributes and node ids: ls -l then needs no lookup per file. */
-	(void)fi;
-	(void)flags;
-	if (++ctx.pos > ctx.skip && filler(buf, ".", NULL, ctx.pos, 0))
+	if (off < 1 && filler(buf, ".", NULL, 1, 0))
 		return 0;
-	if (++ctx.pos > ctx.skip && filler(buf, "..", NULL, ctx.pos, 0))
+	if (off < 2 && filler(buf, "..", NULL, 2, 0))
 		return 0;
-	ret = fs_list(fs, path, fill_one, &ctx);
-	return ret < 0 ? fs_errno(fs, ret, path) : 0;
+	for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < d->n; i++)
+		if (filler(buf, d->e[i].name, &d->e[i].st, (off_t)i + 3, FUSE_FILL_DIR_PLUS))
+			break;
+	return 0;
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
@@ -270,6 +357,8 @@ void fs_release_all(struct fs *fs)
 	/* files whose release the kernel had not sent when the mount ended */
 	while (fs->handles)
 		handle_free(fs, fs->handles);
+	while (fs->dirs)
+		dir_free(fs, fs->dirs);
 }
 
 static int op_readlink(const char *path, char *buf, size_t size)
@@ -478,7 +567,9 @@ static int op_fallocate(const char *p, int mode, off_t o, off_t l, struct fuse_f
 const struct fuse_operations fs_ops = {
 	.init = op_init,
 	.getattr = op_getattr,
+	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.releasedir = op_releasedir,
 	.open = op_open,
 	.read = op_read,
 	.read_buf = op_read_buf,
