@@ -152,7 +152,7 @@ int cache_write_file(struct cache *c, const char *path, const void *data, size_t
  * cache->lock held; cache_chunk_access takes it itself. */
 struct cache_chunk *cache_chunk_find(struct cache *c, const char *hex, uint64_t index);
 int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
-		       uint64_t coff, size_t n, int *fd_out);
+		       uint64_t coff, size_t n, struct cache_span *span);
 int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
 void *cache_worker(void *arg);

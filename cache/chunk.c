@@ -480,13 +480,15 @@ void cache_span_release(struct cache *c, const struct cache_span *sp)
 
 /*
  * Makes chunk index of b present and verified, then either copies n bytes at coff of
- * it into dst, or (fd_out) hands over its leased file, or (neither: prefetch) only
- * leaves it present, verified and in the page cache. Returns 0 or -errno; with fd_out,
+ * it into dst, or (span) hands over its leased file and a hold on the chunk (span->fd
+ * and span->hold; the caller sets off and len), or (neither: prefetch) only
+ * leaves it present, verified and in the page cache. Returns 0 or -errno; with span,
  * -EAGAIN when the cache cannot keep the chunk (read it with dst instead).
  */
 int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
-		       uint64_t coff, size_t n, int *fd_out)
+		       uint64_t coff, size_t n, struct cache_span *span)
 {
+	int *fd_out = span ? &span->fd : NULL;
 	uint64_t len = chunk_len(c, b, index);
 	struct cache_chunk *ch;
 	int ret = 0, damaged = 0;
@@ -525,8 +527,10 @@ int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, ch
 			pthread_mutex_unlock(&c->lock);
 			ret = chunk_use(c, ch, b, dst, coff, n, fd_out);
 			pthread_mutex_lock(&c->lock);
-			if (ret == 0 && fd_out)
+			if (ret == 0 && span) {
 				ch->refs++; /* the span's, until cache_span_release */
+				span->hold = ch;
+			}
 			if (ret != -EBADMSG && ret != -ENOENT)
 				break;
 			/* damaged or removed behind our back: fetch it again, unless another

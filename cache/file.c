@@ -296,16 +296,11 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 			uint64_t pos = off + done;
 			uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
 			size_t take = c->chunk_size - coff;
-			int fd = -1;
 			if (take > len - done)
 				take = len - done;
-			ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &fd);
+			ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &spans[n]);
 			if (ret < 0)
 				break;
-			pthread_mutex_lock(&c->lock);
-			spans[n].hold = cache_chunk_find(c, f->blob->hex, index);
-			pthread_mutex_unlock(&c->lock);
-			spans[n].fd = fd;
 			spans[n].off = coff;
 			spans[n].len = take;
 			n++;

@@ -46,8 +46,7 @@ struct fs_open;
 
 #define FS_OPEN_BUCKETS 1024
 
-struct fs_handle;
-struct dir_handle;
+struct fs_link;
 
 struct fs {
 	struct cache *cache;		/* owned */
@@ -58,8 +57,7 @@ struct fs {
 	struct timespec started;
 	pthread_mutex_t lock;
 	struct fs_model *models;	/* protected by lock */
-	struct fs_handle *handles;	/* protected by lock: open files (ops.c) */
-	struct dir_handle *dirs;	/* protected by lock: open folders (ops.c) */
+	struct fs_link *opened;		/* protected by lock: open files and folders (ops.c) */
 	time_t err_logged;		/* protected by lock: last store failure logged */
 	struct fs_open *opens[FS_OPEN_BUCKETS]; /* protected by lock: runs/ files' page cache */
 	size_t nopens;			/* protected by lock */

@@ -22,8 +22,40 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+/* Files and folders open through the mount, on one list (fs->opened, under fs->lock),
+ * so that the end of the mount closes what the kernel never released. First member
+ * of both handles. */
+struct fs_link {
+	struct fs_link *prev, *next;
+	int dir;
+};
+
+static void link_add(struct fs *fs, struct fs_link *l, int dir)
+{
+	l->dir = dir;
+	l->prev = NULL;
+	pthread_mutex_lock(&fs->lock);
+	l->next = fs->opened;
+	if (l->next)
+		l->next->prev = l;
+	fs->opened = l;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void link_del(struct fs *fs, struct fs_link *l)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		fs->opened = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 struct fs_handle {
-	struct fs_handle *prev, *next;	/* fs->handles, under fs->lock */
+	struct fs_link link;
 	struct cache_file *cf;
 	int immutable;
 	int page_cache;		/* counted by fs_open_begin */
@@ -81,7 +113,7 @@ struct dir_entry {
 };
 
 struct dir_handle {
-	struct dir_handle *prev, *next;	/* fs->dirs, under fs->lock */
+	struct fs_link link;
 	struct dir_entry *e;
 	size_t n, cap;
 	int filled;
@@ -120,14 +152,7 @@ static int fill_one(void *arg, const char *name, const struct fs_node *n)
 
 static void dir_free(struct fs *fs, struct dir_handle *d)
 {
-	pthread_mutex_lock(&fs->lock);
-	if (d->prev)
-		d->prev->next = d->next;
-	else
-		fs->dirs = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	pthread_mutex_unlock(&fs->lock);
+	link_del(fs, &d->link);
 	for (size_t i = 0; i < d->n; i++)
 		free(d->e[i].name);
 	free(d->e);
@@ -142,12 +167,7 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (!d)
 		return -ENOMEM;
-	pthread_mutex_lock(&fs->lock);
-	d->next = fs->dirs;
-	if (d->next)
-		d->next->prev = d;
-	fs->dirs = d;
-	pthread_mutex_unlock(&fs->lock);
+	link_add(fs, &d->link, 1);
 	fi->fh = (uintptr_t)d;
 	return 0;
 }
@@ -226,12 +246,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		return fs_errno(fs, ret, path);
 	}
 	fi->fh = (uintptr_t)h;
-	pthread_mutex_lock(&fs->lock);
-	h->next = fs->handles;
-	if (h->next)
-		h->next->prev = h;
-	fs->handles = h;
-	pthread_mutex_unlock(&fs->lock);
+	link_add(fs, &h->link, 0);
 	if (n.immutable) {
 		fi->keep_cache = 1; /* a registered version never changes */
 	} else {
@@ -331,14 +346,7 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 
 static void handle_free(struct fs *fs, struct fs_handle *h)
 {
-	pthread_mutex_lock(&fs->lock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		fs->handles = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(&fs->lock);
+	link_del(fs, &h->link);
 	if (h->page_cache)
 		fs_open_end(fs, h->path);
 	cache_file_close(h->cf);
@@ -355,10 +363,13 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 void fs_release_all(struct fs *fs)
 {
 	/* files whose release the kernel had not sent when the mount ended */
-	while (fs->handles)
-		handle_free(fs, fs->handles);
-	while (fs->dirs)
-		dir_free(fs, fs->dirs);
+	while (fs->opened) {
+		struct fs_link *l = fs->opened;
+		if (l->dir)
+			dir_free(fs, (struct dir_handle *)l);
+		else
+			handle_free(fs, (struct fs_handle *)l);
+	}
 }
 
 static int op_readlink(const char *path, char *buf, size_t size)
