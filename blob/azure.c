@@ -451,6 +451,16 @@ static void az_destroy(struct blob_store *s)
 	free(a);
 }
 
+static int az_down(struct blob_store *s)
+{
+	return http_down(az_of(s)->http);
+}
+
+static void az_stop(struct blob_store *s)
+{
+	http_stop(az_of(s)->http);
+}
+
 static const struct blob_ops azure_ops = {
 	.name = "azure",
 	.destroy = az_destroy,
@@ -460,6 +470,8 @@ static const struct blob_ops azure_ops = {
 	.create = az_create,
 	.replace = az_replace,
 	.check = az_check,
+	.down = az_down,
+	.stop = az_stop,
 };
 
 /* Chooses the credential: the first source found in the environment wins. */

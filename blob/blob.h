@@ -86,6 +86,13 @@ struct blob_ops {
 	/* Optional: checks that the store answers within deadline_s seconds (0: the
 	 * store's own deadline), with one line into err. */
 	int (*check)(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen);
+	/* Optional: whether the store counts as down (its last operation gave up), so
+	 * the layers above answer from their copies without asking. Cannot fail. */
+	int (*down)(struct blob_store *s);
+	/* Optional: makes every operation in flight, and every later one, fail with
+	 * -EIO at once: for the end of the mount, so no thread waits out a deadline on
+	 * a store that stalls. Cannot fail; irreversible. */
+	void (*stop)(struct blob_store *s);
 };
 
 /* The common head of every backend's store struct. */
@@ -118,6 +125,19 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 int blob_check(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen);
 
 void blob_destroy(struct blob_store *s);
+
+/* See struct blob_ops. Stores without the operation are never down and have nothing
+ * in flight to stop. Cannot fail. */
+static inline int blob_down(struct blob_store *s)
+{
+	return s->ops->down ? s->ops->down(s) : 0;
+}
+
+static inline void blob_stop(struct blob_store *s)
+{
+	if (s->ops->stop)
+		s->ops->stop(s);
+}
 
 static inline int blob_list(struct blob_store *s, const char *prefix, struct blob_list *out)
 {

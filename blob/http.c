@@ -38,6 +38,7 @@ struct http {
 	CURL *pool[HTTP_POOL_MAX];	/* protected by lock */
 	int npool;			/* protected by lock */
 	int down;			/* protected by lock: the last operation gave up */
+	int stopping;			/* protected by lock: http_stop was called */
 	uint64_t last_probe;		/* protected by lock: ms, when down */
 };
 
@@ -155,9 +156,43 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+int http_down(struct http *h)
+{
+	pthread_mutex_lock(&h->lock);
+	int down = h->down;
+	pthread_mutex_unlock(&h->lock);
+	return down;
+}
+
+static int stopping(struct http *h)
+{
+	pthread_mutex_lock(&h->lock);
+	int s = h->stopping;
+	pthread_mutex_unlock(&h->lock);
+	return s;
+}
+
+void http_stop(struct http *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->stopping = 1;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Sleeps ms, waking early when the layer is stopped. */
+static void backoff_sleep(struct http *h, unsigned ms)
+{
+	while (ms > 0 && !stopping(h)) {
+		unsigned step = ms < 50 ? ms : 50;
+		usleep(step * 1000);
+		ms -= step;
+	}
+}
+
 /* ---- one attempt ---- */
 
 struct attempt {
+	struct http *h;
 	CURL *c;
 	const struct http_request *req;
 	struct http_response *resp;
@@ -283,6 +318,17 @@ static size_t on_upload(char *dst, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* curl calls this about once a second and on every piece of data: a transfer of a
+ * stopped layer ends at once. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct attempt *a = arg;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return stopping(a->h);
+}
+
 static int transient_status(long status)
 {
 	return status == 408 || status == 429 || status == 500 || status == 502 ||
@@ -318,7 +364,9 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 
 	memset(resp, 0, sizeof(*resp));
 	pthread_mutex_lock(&h->lock);
-	if (h->down) {
+	if (h->stopping) {
+		skip = 1;
+	} else if (h->down) {
 		if (start - h->last_probe < HTTP_PROBE_MS) {
 			skip = 1;
 		} else {
@@ -342,10 +390,10 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	if (!c)
 		return -ENOMEM;
 	for (;;) {
-		struct attempt a = { .c = c, .req = req, .resp = resp };
+		struct attempt a = { .h = h, .c = c, .req = req, .resp = resp };
 		struct curl_slist *headers = NULL;
 		uint64_t now = now_ms();
-		if (now >= deadline)
+		if (now >= deadline || stopping(h))
 			break;
 		if (resp->received && req->sink) {
 			ret = req->sink(req->sink_ctx, NULL, 0); /* the bytes come again */
@@ -378,6 +426,9 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(c, CURLOPT_HEADERDATA, &a);
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &a);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &a);
 		if (strcmp(req->method, "HEAD") == 0) {
 			curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 		} else if (strcmp(req->method, "PUT") == 0) {
@@ -417,6 +468,9 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 					 resp->error_code);
 			if (!truncated && !misplaced)
 				wait_ms = a.retry_after_ms;
+		} else if (rc == CURLE_ABORTED_BY_CALLBACK && !a.sink_err && !a.overflow) {
+			snprintf(last, sizeof(last), "stopped");
+			break; /* the layer is stopping */
 		} else if (a.sink_err) {
 			ret = a.sink_err; /* not the network's fault: no retry */
 			goto out;
@@ -450,7 +504,11 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		now = now_ms();
 		if (now + wait_ms >= deadline)
 			break;
-		usleep(wait_ms * 1000);
+		backoff_sleep(h, wait_ms);
+	}
+	if (stopping(h)) {
+		ret = -EIO; /* the end of the mount: nobody waits for this answer */
+		goto out;
 	}
 	if (!req->quiet)
 		LOG_WARN("%s %s: giving up after %u attempts in %.1f s: %s", req->method,

@@ -79,6 +79,11 @@ void http_destroy(struct http *h);
 int http_do(struct http *h, const struct http_request *req, struct http_response *resp);
 void http_response_release(struct http_response *resp);
 
+/* Whether the store counts as down: the last operation gave up (see http.c). */
+int http_down(struct http *h);
+/* Makes every operation in flight and every later one fail with -EIO at once. */
+void http_stop(struct http *h);
+
 /* Percent-encodes s (RFC 3986 unreserved kept; '/' kept when keep_slash). Caller frees. */
 char *http_escape(const char *s, int keep_slash);
 

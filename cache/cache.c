@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <signal.h>
@@ -33,12 +34,17 @@ uint64_t cache_hash_str(const char *s, uint64_t seed)
 	return h ^ (h >> 29);
 }
 
-time_t cache_now(void)
+uint64_t cache_now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+time_t cache_now(void)
+{
+	return (time_t)(cache_now_ms() / 1000);
 }
 
 void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
@@ -119,22 +125,71 @@ static int make_dirs(const char *path)
 	return 0;
 }
 
-/* Removes what a crashed writer left in tmp/. Only old files: another mount may share
- * the folder and be writing its own right now. */
+/* Removes what a crashed writer left in tmp/: the folder is this cache's alone (the
+ * lock), so nothing there is anybody's work in progress. */
 static void empty_tmp(const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
-	struct stat st;
-	time_t now = time(NULL);
 
 	if (!d)
 		return;
 	while ((e = readdir(d)))
-		if (e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
-		    now - st.st_mtime > 3600)
+		if (e->d_name[0] != '.')
 			unlinkat(dirfd(d), e->d_name, 0);
 	closedir(d);
+}
+
+/*
+ * One cache folder, one cache: DIR/lock is flock'ed for the cache's life, so a second
+ * mount over the folder (which would keep its own count of the bytes on disk, and
+ * break the bound) is refused. The lock dies with the process that holds it, kill -9
+ * included. The file names the holder, for the refusal's message.
+ */
+static int folder_lock(struct cache *c, char *err, size_t errlen)
+{
+	char path[PATH_MAX], who[256] = "";
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/lock", c->dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(e));
+		return -e;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno == EWOULDBLOCK ? EBUSY : errno;
+		ssize_t n = pread(fd, who, sizeof(who) - 1, 0);
+		who[n > 0 ? n : 0] = '\0';
+		who[strcspn(who, "\n")] = '\0';
+		for (char *p = who; *p; p++)
+			if ((unsigned char)*p < 0x20)
+				*p = '?';
+		close(fd);
+		if (e == EBUSY)
+			snprintf(err, errlen, "cache folder %s is in use by %s; give each mount "
+				 "its own --cache-dir", c->dir, who[0] ? who : "another mount");
+		else
+			snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(e));
+		return -e;
+	}
+	c->lock_fd = fd;
+	return 0;
+}
+
+/* Writes who holds the folder (this process, now that it will not fork again). */
+static void folder_holder(struct cache *c)
+{
+	char text[PATH_MAX + 64];
+	int n;
+
+	if (c->lock_fd < 0)
+		return;
+	n = snprintf(text, sizeof(text), "the mount on %s (pid %d)\n",
+		     c->holder ? c->holder : "?", (int)getpid());
+	if (n > 0 && ftruncate(c->lock_fd, 0) == 0 && pwrite(c->lock_fd, text, (size_t)n, 0) < 0)
+		LOG_DEBUG("cannot write %s/lock", c->dir);
 }
 
 int cache_create(const struct cache_config *cfg, struct blob_store *store,
@@ -165,10 +220,12 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	pthread_cond_init(&c->hash_work, NULL);
 	c->nbuckets = 1024;
 	c->chunks = calloc(c->nbuckets, sizeof(*c->chunks));
-	c->nmeta_buckets = 1024;
-	c->metas = calloc(c->nmeta_buckets, sizeof(*c->metas));
+	c->lock_fd = -1;
+	c->started_wall = time(NULL);
+	c->holder = cfg->holder ? strdup(cfg->holder) : NULL;
 	c->lease_mode = -1; /* until cache_start */
-	if (!c->dir || !c->chunks || !c->metas) {
+	if (!c->dir || !c->chunks || cache_metas_init(c, cfg->meta_bytes) < 0 ||
+	    (cfg->holder && !c->holder)) {
 		ret = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -193,6 +250,10 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 		snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(-ret));
 		goto fail;
 	}
+	ret = folder_lock(c, err, errlen);
+	if (ret < 0)
+		goto fail;
+	folder_holder(c);
 	empty_tmp(path);
 	ret = cache_chunks_scan(c);
 	if (ret < 0) {
@@ -222,14 +283,18 @@ int cache_start(struct cache *c)
 		if (ret < 0)
 			break;
 	}
+	if (ret == 0)
+		ret = cache_metas_start(c);
 	if (ret == 0 && !c->hasher_started) {
 		c->hash_buf = malloc(HASH_PIECE);
 		ret = c->hash_buf ? -pthread_create(&c->hasher, NULL, cache_hasher, c) : -ENOMEM;
 		c->hasher_started = ret == 0;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (ret == 0)
+	if (ret == 0) {
 		cache_lease_start(c);
+		folder_holder(c);
+	}
 	return ret;
 }
 
@@ -237,6 +302,10 @@ void cache_destroy(struct cache *c)
 {
 	if (!c)
 		return;
+	/* no thread waits out a deadline of a store that stalls */
+	if (c->store)
+		blob_stop(c->store);
+	cache_metas_free(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
 	pthread_cond_broadcast(&c->work);
@@ -258,14 +327,15 @@ void cache_destroy(struct cache *c)
 	}
 	if (c->chunks)
 		cache_chunks_free(c);
-	if (c->metas)
-		cache_metas_free(c);
 	pthread_cond_destroy(&c->work);
 	pthread_cond_destroy(&c->hash_work);
 	free(c->hash_buf);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	blob_destroy(c->store);
+	if (c->lock_fd >= 0)
+		close(c->lock_fd);
+	free(c->holder);
 	free(c->dir);
 	free(c);
 }

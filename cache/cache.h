@@ -10,16 +10,23 @@
  *   CRC32C trailer, so a partial, truncated or damaged chunk is detected and fetched
  *   again, never served. Chunks survive unmount and restart; the cache stays within
  *   its size bound by evicting the least recently used chunk no reader holds.
- * - Listings and small records (registry JSON) are kept in memory and on disk: they
- *   refresh after the TTL and, when the store fails, the last copy is served.
+ * - Listings and small records (registry JSON) are kept in memory (least recently
+ *   used dropped beyond a bound) and on disk: they refresh after the TTL. A reader
+ *   never waits on the store for what has a copy: past the TTL the copy is answered
+ *   when the refresh has not come back within CACHE_STALE_WAIT_MS (at once while the
+ *   store counts as down), and the refresh goes on in the background, one per key.
+ *   When the store fails, the last copy is served.
+ * - One cache folder serves one cache at a time: cache_create refuses a folder that
+ *   another process holds (a lock that dies with its holder).
  * - Nothing secret is written: the store's id names it.
  *
  * Every fallible function returns 0 (or a byte count) or -errno, with blob.h's
  * meanings: -ESTALE means the blob no longer has the etag the file was opened at.
  *
  * Threads: every function is thread-safe. Lock order: cache->lock, then
- * cache_file->lock is never taken while cache->lock is held (they are independent).
- * No lock is held across store or disk I/O, but for unlink(2) of evicted chunks.
+ * cache_file->lock is never taken while cache->lock is held (they are independent);
+ * the meta lock (listings and records) is taken with no other lock held. No lock is
+ * held across store or disk I/O, but for unlink(2) of evicted chunks.
  */
 #ifndef CACHE_CACHE_H
 #define CACHE_CACHE_H
@@ -43,17 +50,28 @@ struct cache_config {
 	unsigned ttl;		/* seconds a listing or mutable record stays fresh */
 	unsigned workers;	/* prefetch threads; 0 = none */
 	unsigned readahead;	/* most chunks prefetched ahead of a sequential reader */
+	uint64_t meta_bytes;	/* bound on listings and records in memory; 0 = default */
+	const char *holder;	/* names the user of the folder (a mount point), for
+				 * the refusal of a second one; NULL = none */
 };
+
+/* Listings and records in memory, by default: a folder of about 250,000 entries, or
+ * many smaller ones; what is dropped is read again from disk when asked for. */
+#define CACHE_DEFAULT_META_BYTES (64ull << 20)
+/* How long a reader of a stale copy waits for its refresh before taking the copy. */
+#define CACHE_STALE_WAIT_MS 1000
 
 /*
  * Opens the cache folder for store (which the cache takes over: cache_destroy frees
  * it). Scans the chunks already there. Starts no thread: call cache_start() once the
- * process will not fork again. On failure writes one line into err.
+ * process will not fork again. On failure writes one line into err: -EBUSY when
+ * another process holds the folder (the line names its holder).
  */
 int cache_create(const struct cache_config *cfg, struct blob_store *store,
 		 struct cache **out, char *err, size_t errlen);
-/* Starts the prefetch workers, and reads under file leases (which makes the process
- * ignore SIGIO: the signal of a lease break). */
+/* Starts the prefetch workers and the refreshers, and reads under file leases (which
+ * makes the process ignore SIGIO: the signal of a lease break). Records this process
+ * as the folder's holder. */
 int cache_start(struct cache *c);
 /* Stops the workers and frees everything; files must all be closed. */
 void cache_destroy(struct cache *c);
@@ -66,7 +84,7 @@ struct blob_store *cache_store(struct cache *c);
  * (blob_list_clean). Shared: take with cache_list, drop with cache_listing_unref. */
 struct cache_listing {
 	struct blob_list list;
-	int refs; /* protected by the owning cache's lock */
+	int refs; /* protected by the owning cache's meta lock */
 	struct cache *cache;
 };
 
@@ -87,8 +105,18 @@ void cache_record_forget(struct cache *c, const char *key);
 /* Whether the cache folder holds listings of this store from an earlier mount, so a
  * mount can serve them while the store is unreachable. Cannot fail. */
 int cache_knows_store(struct cache *c);
-/* Forgets the in-memory copy of a listing (after the tree learns it is out of date). */
+/* Marks the copy of a listing out of date (after the tree learns it is). */
 void cache_forget_listing(struct cache *c, const char *prefix);
+/*
+ * The store's current properties of key, for pinning an open file to a version: 0
+ * with *st, -ENOENT, -EACCES or -EIO as the store answers, or -ETIMEDOUT when no
+ * answer came within CACHE_STALE_WAIT_MS (at once while the store counts as down):
+ * the caller then goes on with what its listing says. One question per key at a
+ * time, however many ask.
+ */
+int cache_stat(struct cache *c, const char *key, struct blob_stat *st);
+/* Figures of the in-memory listings and records, for tests. Cannot fail. */
+void cache_meta_usage(struct cache *c, size_t *count, size_t *bytes);
 
 /* ---- file bytes ---- */
 

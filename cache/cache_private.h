@@ -49,17 +49,30 @@ struct cache_chunk {
 	time_t touched;			/* last atime update, seconds */
 };
 
-/* One cached listing or record; fields protected by cache->lock. */
+/* One cached listing, record or blob stat (see meta.c). Fields protected by
+ * cache->meta_lock; name never changes, so a holder (users, queued) reads it freely. */
 struct cache_meta {
-	struct cache_meta *hnext;
-	char *name;			/* "L" + prefix or "R" + key */
+	struct cache_meta *hnext;	/* hash chain */
+	struct cache_meta *prev, *next;	/* LRU list, head = most recently used */
+	struct cache_meta *qnext;	/* the refreshers' queue */
+	char *name;			/* "L" + prefix, "R" + key or "S" + key */
 	int loaded;			/* has a value (or a known absence) */
 	int missing;			/* the store said ENOENT */
-	int fetching;			/* one thread is asking the store */
+	int immutable;			/* a record never fetched again once seen */
+	int disk_tried;			/* the disk copy was looked for */
+	int loading;			/* one thread reads the disk copy */
+	int fetching;			/* one thread asks the store */
+	int queued;			/* in the refreshers' queue */
+	int users;			/* threads holding it outside the lock: kept */
+	unsigned answers;		/* refreshes that ended, answered or failed */
+	int last_err;			/* how the last refresh failed, or 0 */
 	time_t checked;			/* monotonic seconds of the last answer */
+	uint64_t fetch_started;		/* monotonic ms the refresh under way began */
 	struct cache_listing *listing;	/* "L": the snapshot (one ref held here) */
 	char *data;			/* "R": the bytes */
 	size_t len;
+	struct blob_stat st;		/* "S" */
+	size_t bytes;			/* memory it holds, for the bound */
 };
 
 struct cache_job {
@@ -68,6 +81,9 @@ struct cache_job {
 };
 
 #define CACHE_QUEUE_MAX 256
+/* Threads that refresh listings and records in the background: each may wait out a
+ * store's deadline, so a few, and readers of copies never wait for them. */
+#define CACHE_REFRESHERS 4
 #define CACHE_MAX_WORKERS 32
 
 struct cache {
@@ -83,8 +99,6 @@ struct cache {
 	struct cache_chunk **chunks;	/* hash table */
 	size_t nbuckets, nchunks;
 	struct cache_chunk *lru_head, *lru_tail;
-	struct cache_meta **metas;
-	size_t nmeta_buckets, nmetas;
 	struct cache_stats stats;
 	struct cache_job queue[CACHE_QUEUE_MAX];
 	size_t qhead, qlen;
@@ -101,6 +115,26 @@ struct cache {
 	char *hash_buf;			/* the hasher's, HASH_PIECE bytes */
 
 	int lease_mode;			/* lease.c: 1 leases work, 0 untried, -1 not here */
+
+	/* meta.c: listings, records and stats. meta_lock is taken with no other cache
+	 * lock held, and nothing is taken under it but the listing refs it guards. */
+	pthread_mutex_t meta_lock;
+	pthread_cond_t meta_cond;	/* a refresh ended, or a disk copy was read */
+	pthread_cond_t meta_work;	/* the refreshers' queue has work, or stopping */
+	/* protected by meta_lock: */
+	struct cache_meta **metas;
+	size_t nmeta_buckets, nmetas;
+	struct cache_meta *meta_head, *meta_tail;	/* LRU */
+	size_t meta_bytes;		/* held by all metas */
+	size_t meta_max;		/* bound on meta_bytes (fixed at create) */
+	struct cache_meta *refresh_head, *refresh_tail;
+	int meta_stopping;
+	pthread_t refreshers[CACHE_REFRESHERS];
+	unsigned nrefreshers;
+
+	time_t started_wall;		/* wall clock at create: older disk copies are stale */
+	int lock_fd;			/* DIR/lock, flock'ed while the cache lives; -1 none */
+	char *holder;			/* cache_config.holder, or NULL */
 };
 
 /* A reader's open blob. */
@@ -141,6 +175,7 @@ uint32_t cache_crc32c_portable(uint32_t crc, const void *buf, size_t len);
 /* cache.c */
 uint64_t cache_hash_str(const char *s, uint64_t seed);
 time_t cache_now(void);
+uint64_t cache_now_ms(void);
 void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
 		      char hex[CACHE_HEX_LEN + 1]);
 /* Writes data to path atomically (temp file in dir/tmp, rename); durable: fsync'd
@@ -176,9 +211,22 @@ int cache_hash_failed(struct cache_file *f);
 /* Drops a reference to an open file; the last one frees it. */
 void cache_file_unref(struct cache_file *f);
 
-/* meta.c */
-/* Where the cache keeps what it knows under name (a listing, a record, a mark). */
+/* meta_disk.c: the disk copies. cache_meta_path: where the cache keeps what it knows
+ * under name (a listing, a record, a mark). The loads give -ENOENT for no usable copy
+ * (a damaged one is dropped) and *saved, the wall-clock time it was written. */
 void cache_meta_path(struct cache *c, const char *name, char *path, size_t size);
+int cache_record_save(struct cache *c, const char *path, const char *data, size_t len,
+		      int durable);
+int cache_record_load(const char *path, char **data, size_t *len, time_t *saved);
+int cache_listing_save(struct cache *c, const char *name, const struct blob_list *l,
+		       int missing);
+int cache_listing_load(struct cache *c, const char *name, struct blob_list *l, int *missing,
+		       time_t *saved);
+
+/* meta.c */
+int cache_metas_init(struct cache *c, size_t max_bytes);
+int cache_metas_start(struct cache *c);
+/* Stops the refreshers (the store must already be stopped) and frees every meta. */
 void cache_metas_free(struct cache *c);
 
 #endif

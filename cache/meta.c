@@ -1,13 +1,24 @@
 /*
- * meta.c: listings and small records through the cache.
+ * meta.c: listings, small records and blob stats through the cache.
  *
- * Each is kept in memory (struct cache_meta) and, after every answer of the store,
- * on disk (DIR/meta/XX/<id>). The store is asked again once the TTL has passed
- * (immutable records: never, once seen); one thread asks while the others wait for
- * its answer. When the store fails, the last copy (memory, else disk) is served, so
- * a mount whose store is unreachable still shows what it showed before; the failed
- * copy then counts as fresh for another TTL so an unreachable store is not asked on
- * every lookup.
+ * Each is kept in memory (struct cache_meta) and, listings and records, after every
+ * answer of the store, on disk (DIR/meta/XX/<id>). The store is asked again once the
+ * TTL has passed (immutable records: never, once seen); one thread asks while the
+ * others wait for its answer.
+ *
+ * Stale while revalidating: a reader that finds a copy past its TTL (in memory, or
+ * on disk from an earlier mount) starts one refresh in the background and waits for
+ * it at most CACHE_STALE_WAIT_MS from the moment that refresh began, not at all
+ * while the store counts as down; then it answers from the copy. So a store that
+ * stalls, refuses connections or fails costs a reader of cached things about a
+ * second once per key, never the store's deadline. A reader with no copy asks the
+ * store itself and waits for the answer (the store's deadline bounds it). When the
+ * store fails, the copy counts as fresh for another TTL, so a failing store is not
+ * asked on every lookup.
+ *
+ * Memory: the metas form an LRU list; beyond the bound on their bytes the least
+ * recently used that nobody holds are dropped (their disk copies stay, and a disk
+ * copy younger than the TTL counts as fresh when read again).
  */
 #include "cache_private.h"
 #include "../blob/log.h"
@@ -15,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,231 +35,6 @@
 
 /* Largest record read whole: registry records and alias tables are small. */
 #define META_RECORD_MAX (16u << 20)
-
-static struct cache_meta *meta_get(struct cache *c, const char *name)
-{
-	size_t b = cache_hash_str(name, 0) & (c->nmeta_buckets - 1);
-	struct cache_meta *m = c->metas[b];
-
-	while (m && strcmp(m->name, name) != 0)
-		m = m->hnext;
-	if (m)
-		return m;
-	m = calloc(1, sizeof(*m));
-	if (!m || !(m->name = strdup(name))) {
-		free(m);
-		return NULL;
-	}
-	m->hnext = c->metas[b];
-	c->metas[b] = m;
-	c->nmetas++;
-	return m;
-}
-
-void cache_meta_path(struct cache *c, const char *name, char *path, size_t size)
-{
-	char hex[CACHE_HEX_LEN + 1];
-	const void *parts[] = { c->store->id, name };
-	const size_t lens[] = { strlen(c->store->id), strlen(name) };
-
-	cache_sha256_hex(parts, lens, 2, hex);
-	snprintf(path, size, "%s/meta/%.2s/%s", c->dir, hex, hex);
-}
-
-static int read_file(const char *path, char **data, size_t *len)
-{
-	struct stat st;
-	char *buf = NULL;
-	int fd, ret = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || st.st_size > META_RECORD_MAX * 8) {
-		ret = -EIO;
-		goto out;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	size_t done = 0;
-	while (done < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + done, (size_t)st.st_size - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			ret = -EIO;
-			goto out;
-		}
-		done += (size_t)n;
-	}
-	buf[done] = '\0';
-	*data = buf;
-	*len = done;
-	buf = NULL;
-out:
-	free(buf);
-	close(fd);
-	return ret;
-}
-
-/* ---- records on disk: a header line with the length and CRC-32C of the bytes, so a
- * damaged copy is found (and fetched again) instead of trusted ---- */
-#define RECORD_MAGIC "artifactfs-record 1"
-
-static int record_save(struct cache *c, const char *path, const char *data, size_t len,
-		       int durable)
-{
-	char head[96];
-	int n = snprintf(head, sizeof(head), RECORD_MAGIC " %zu %08x\n", len,
-			 cache_crc32c(0, data, len));
-	char *all = malloc((size_t)n + len);
-	int ret;
-
-	if (!all)
-		return -ENOMEM;
-	memcpy(all, head, (size_t)n);
-	memcpy(all + n, data, len);
-	ret = cache_write_file(c, path, all, (size_t)n + len, durable);
-	free(all);
-	return ret;
-}
-
-static int record_load(const char *path, char **data, size_t *len)
-{
-	char *text = NULL, *nl;
-	size_t tlen = 0, want = 0;
-	unsigned crc;
-	int ret = read_file(path, &text, &tlen);
-
-	if (ret < 0)
-		return ret;
-	nl = memchr(text, '\n', tlen);
-	if (!nl || sscanf(text, RECORD_MAGIC " %zu %x", &want, &crc) != 2 ||
-	    want != tlen - (size_t)(nl + 1 - text) || cache_crc32c(0, nl + 1, want) != crc) {
-		LOG_INFO("cached copy %s is damaged; dropping it", path);
-		unlink(path);
-		free(text);
-		return -ENOENT;
-	}
-	memmove(text, nl + 1, want);
-	text[want] = '\0';
-	*data = text;
-	*len = want;
-	return 0;
-}
-
-/* ---- listings on disk ----
- * One line of header, then one line per entry: name, folder flag, size, mtime seconds
- * and nanoseconds, etag, separated by tabs. Names never hold a control character
- * (blob_list_clean drops those), and a listing with such an etag is not kept, so the
- * format needs no escaping. Streaming it keeps memory flat for folders of millions.
- */
-#define LISTING_MAGIC "artifactfs-listing 1"
-
-static int line_ok(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20)
-			return 0;
-	return 1;
-}
-
-static int listing_save(struct cache *c, const char *name, const struct blob_list *l,
-			int missing)
-{
-	size_t cap = 64 + l->count * 64, len = 0;
-	char *text = malloc(cap), path[PATH_MAX];
-	int ret;
-
-	if (!text)
-		return -ENOMEM;
-	len = (size_t)snprintf(text, cap, LISTING_MAGIC "\t%d\n", missing);
-	for (size_t i = 0; i < l->count; i++) {
-		const struct blob_entry *e = &l->entries[i];
-		size_t need = strlen(e->name) + strlen(e->etag) + 80;
-		if (!line_ok(e->name) || !line_ok(e->etag)) {
-			free(text);
-			return -EINVAL;
-		}
-		if (len + need > cap) {
-			cap = (len + need) * 2;
-			char *n = realloc(text, cap);
-			if (!n) {
-				free(text);
-				return -ENOMEM;
-			}
-			text = n;
-		}
-		len += (size_t)snprintf(text + len, cap - len, "%s\t%d\t%llu\t%lld\t%ld\t%s\n",
-					e->name, e->is_dir, (unsigned long long)e->size,
-					(long long)e->mtime.tv_sec, e->mtime.tv_nsec, e->etag);
-	}
-	cache_meta_path(c, name, path, sizeof(path));
-	ret = record_save(c, path, text, len, 0);
-	free(text);
-	return ret;
-}
-
-static int listing_load(struct cache *c, const char *name, struct blob_list *l, int *missing)
-{
-	char path[PATH_MAX], *text = NULL, *p, *end;
-	size_t len;
-	int ret;
-
-	cache_meta_path(c, name, path, sizeof(path));
-	ret = record_load(path, &text, &len);
-	if (ret < 0)
-		return ret;
-	ret = -EBADMSG;
-	end = text + len;
-	p = memchr(text, '\n', len);
-	if (!p || strncmp(text, LISTING_MAGIC "\t", strlen(LISTING_MAGIC) + 1) != 0)
-		goto out;
-	*missing = text[strlen(LISTING_MAGIC) + 1] == '1';
-	for (p++; p < end;) {
-		char *nl = memchr(p, '\n', (size_t)(end - p)), *f[6];
-		int n = 0;
-		if (!nl)
-			goto out;
-		*nl = '\0';
-		for (char *q = p; n < 6; n++) {
-			f[n] = q;
-			q = strchr(q, '\t');
-			if (!q)
-				break;
-			*q++ = '\0';
-		}
-		if (n != 5)
-			goto out; /* not six fields */
-		struct blob_entry e = { 0 };
-		char *x;
-		e.name = f[0];
-		e.is_dir = f[1][0] == '1';
-		errno = 0;
-		e.size = strtoull(f[2], &x, 10);
-		if (*x)
-			goto out;
-		e.mtime.tv_sec = (time_t)strtoll(f[3], &x, 10);
-		if (*x)
-			goto out;
-		e.mtime.tv_nsec = strtol(f[4], &x, 10);
-		if (*x || errno || strlen(f[5]) >= BLOB_ETAG_MAX)
-			goto out;
-		memcpy(e.etag, f[5], strlen(f[5]) + 1);
-		if (blob_list_add(l, &e) < 0) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		p = nl + 1;
-	}
-	ret = 0;
-out:
-	free(text);
-	return ret;
-}
 
 static struct cache_listing *listing_new(struct cache *c, struct blob_list *l)
 {
@@ -262,7 +49,7 @@ static struct cache_listing *listing_new(struct cache *c, struct blob_list *l)
 	return cl;
 }
 
-/* Drops one reference; called with c->lock held. */
+/* Drops one reference; called with c->meta_lock held. */
 static void listing_unref_locked(struct cache_listing *cl)
 {
 	if (cl && --cl->refs == 0) {
@@ -276,9 +63,9 @@ void cache_listing_unref(struct cache_listing *cl)
 	if (!cl)
 		return;
 	struct cache *c = cl->cache;
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->meta_lock);
 	listing_unref_locked(cl);
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->meta_lock);
 }
 
 const struct blob_entry *cache_listing_find(const struct cache_listing *cl, const char *name)
@@ -298,94 +85,486 @@ const struct blob_entry *cache_listing_find(const struct cache_listing *cl, cons
 	return NULL;
 }
 
-/* Waits while another thread asks the store about m; returns with c->lock held. */
-static void meta_wait(struct cache *c, struct cache_meta *m)
+/* ---- the table: a hash of names and an LRU list, under c->meta_lock ---- */
+
+#define META_BUCKETS 16384
+
+static void lru_unlink(struct cache *c, struct cache_meta *m)
 {
-	while (m->fetching)
-		pthread_cond_wait(&c->cond, &c->lock);
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		c->meta_head = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	else
+		c->meta_tail = m->prev;
+	m->prev = m->next = NULL;
 }
+
+static void lru_push(struct cache *c, struct cache_meta *m)
+{
+	m->next = c->meta_head;
+	if (c->meta_head)
+		c->meta_head->prev = m;
+	c->meta_head = m;
+	if (!c->meta_tail)
+		c->meta_tail = m;
+}
+
+static void set_bytes(struct cache *c, struct cache_meta *m, size_t bytes)
+{
+	c->meta_bytes -= m->bytes;
+	m->bytes = bytes;
+	c->meta_bytes += bytes;
+}
+
+static size_t listing_bytes(const struct blob_list *l)
+{
+	size_t n = sizeof(struct cache_listing) + l->cap * sizeof(*l->entries);
+
+	for (size_t i = 0; i < l->count; i++)
+		n += strlen(l->entries[i].name) + 1;
+	return n;
+}
+
+/* The bytes a meta holds with its value. */
+static size_t meta_bytes(const struct cache_meta *m)
+{
+	size_t n = sizeof(*m) + strlen(m->name) + 1 + m->len;
+
+	if (m->listing)
+		n += listing_bytes(&m->listing->list);
+	return n;
+}
+
+static void meta_free(struct cache *c, struct cache_meta *m)
+{
+	set_bytes(c, m, 0);
+	listing_unref_locked(m->listing);
+	free(m->data);
+	free(m->name);
+	free(m);
+}
+
+/* Drops the least recently used metas nobody holds until the bound is kept; the most
+ * recently used one stays whatever its size. */
+static void meta_trim(struct cache *c)
+{
+	struct cache_meta *m = c->meta_tail;
+
+	while (c->meta_bytes > c->meta_max && m && m != c->meta_head) {
+		struct cache_meta *prev = m->prev;
+		if (m->users == 0 && !m->fetching && !m->queued && !m->loading) {
+			size_t b = cache_hash_str(m->name, 0) & (c->nmeta_buckets - 1);
+			struct cache_meta **pp = &c->metas[b];
+			while (*pp != m)
+				pp = &(*pp)->hnext;
+			*pp = m->hnext;
+			lru_unlink(c, m);
+			c->nmetas--;
+			meta_free(c, m);
+		}
+		m = prev;
+	}
+}
+
+/* Finds or makes the meta of name, most recently used now, and holds it (meta_put). */
+static struct cache_meta *meta_get(struct cache *c, const char *name)
+{
+	size_t b = cache_hash_str(name, 0) & (c->nmeta_buckets - 1);
+	struct cache_meta *m = c->metas[b];
+
+	while (m && strcmp(m->name, name) != 0)
+		m = m->hnext;
+	if (m) {
+		lru_unlink(c, m);
+	} else {
+		m = calloc(1, sizeof(*m));
+		if (!m || !(m->name = strdup(name))) {
+			free(m);
+			return NULL;
+		}
+		m->hnext = c->metas[b];
+		c->metas[b] = m;
+		c->nmetas++;
+		set_bytes(c, m, meta_bytes(m));
+	}
+	lru_push(c, m);
+	m->users++;
+	return m;
+}
+
+static void meta_put(struct cache *c, struct cache_meta *m)
+{
+	m->users--;
+	meta_trim(c);
+}
+
+/* ---- answers: what the store (or a disk copy) said, taken in under the lock ---- */
+
+struct meta_answer {
+	int err;		/* 0, -ENOENT (a known absence), or how the store failed */
+	struct blob_list list;	/* "L" */
+	char *data;		/* "R" */
+	size_t len;
+	struct blob_stat st;	/* "S" */
+};
+
+static void answer_release(struct meta_answer *a)
+{
+	blob_list_release(&a->list);
+	free(a->data);
+	a->data = NULL;
+}
+
+/* Asks the store about m's name and keeps the answer on disk. No lock held. */
+static void meta_fetch(struct cache *c, const char *name, int immutable, struct meta_answer *a)
+{
+	const char *key = name + 1;
+	char path[PATH_MAX], etag[BLOB_ETAG_MAX];
+
+	memset(a, 0, sizeof(*a));
+	blob_list_init(&a->list);
+	switch (name[0]) {
+	case 'L':
+		a->err = blob_list(c->store, key, &a->list);
+		if (a->err == 0 || a->err == -ENOENT) {
+			if (a->err)
+				blob_list_release(&a->list);
+			blob_list_clean(&a->list, key);
+			if (cache_listing_save(c, name, &a->list, a->err == -ENOENT) < 0)
+				LOG_DEBUG("cannot keep the listing of '%s' on disk", key);
+		}
+		break;
+	case 'R':
+		cache_meta_path(c, name, path, sizeof(path));
+		a->err = blob_get(c->store, key, META_RECORD_MAX, &a->data, &a->len, etag);
+		if (a->err == 0 && cache_record_save(c, path, a->data, a->len, immutable) < 0)
+			LOG_DEBUG("cannot keep record '%s' on disk", key);
+		else if (a->err == -ENOENT)
+			unlink(path);
+		break;
+	default:
+		a->err = blob_stat(c->store, key, &a->st);
+		break;
+	}
+	if (a->err != 0 && a->err != -ENOENT)
+		answer_release(a);
+}
+
+/* Reads the disk copy of m's name: 0 with *saved, or -ENOENT. No lock held. */
+static int meta_load(struct cache *c, const char *name, struct meta_answer *a, time_t *saved)
+{
+	char path[PATH_MAX];
+	int missing = 0, ret = -ENOENT;
+
+	memset(a, 0, sizeof(*a));
+	blob_list_init(&a->list);
+	if (name[0] == 'L') {
+		ret = cache_listing_load(c, name, &a->list, &missing, saved);
+		if (ret == 0)
+			blob_list_clean(&a->list, name + 1);
+		else
+			blob_list_release(&a->list);
+		a->err = missing ? -ENOENT : 0;
+	} else if (name[0] == 'R') {
+		cache_meta_path(c, name, path, sizeof(path));
+		ret = cache_record_load(path, &a->data, &a->len, saved);
+	}
+	return ret < 0 ? -ENOENT : 0;
+}
+
+/* Takes a value (an answer that is not a failure) into m: 0, or -ENOMEM. */
+static int meta_take(struct cache *c, struct cache_meta *m, struct meta_answer *a)
+{
+	if (m->name[0] == 'L') {
+		struct cache_listing *cl = listing_new(c, &a->list);
+		if (!cl)
+			return -ENOMEM;
+		listing_unref_locked(m->listing);
+		m->listing = cl;
+	} else if (m->name[0] == 'R') {
+		free(m->data);
+		m->data = a->data;
+		m->len = a->len;
+		a->data = NULL;
+	} else {
+		m->st = a->st;
+	}
+	m->missing = a->err == -ENOENT;
+	m->loaded = 1;
+	set_bytes(c, m, meta_bytes(m));
+	return 0;
+}
+
+/* Ends a refresh of m with answer a: called with the lock held. */
+static void meta_install(struct cache *c, struct cache_meta *m, struct meta_answer *a)
+{
+	int err = a->err;
+
+	if ((err == 0 || err == -ENOENT) && meta_take(c, m, a) < 0)
+		err = -ENOMEM;
+	if (err == 0 || err == -ENOENT) {
+		m->checked = cache_now();
+		m->last_err = 0;
+	} else {
+		m->last_err = err;
+		if (m->loaded && m->name[0] != 'S') {
+			LOG_INFO("store failing (%s); serving the cached copy of '%s'",
+				 strerror(-err), m->name + 1);
+			m->checked = cache_now(); /* do not ask a failing store at every lookup */
+		}
+	}
+	m->fetching = 0;
+	m->answers++;
+	pthread_cond_broadcast(&c->meta_cond);
+	answer_release(a);
+}
+
+/* ---- refreshes in the background ---- */
+
+static void *meta_refresher(void *arg)
+{
+	struct cache *c = arg;
+	struct meta_answer a;
+
+	pthread_mutex_lock(&c->meta_lock);
+	for (;;) {
+		while (!c->refresh_head && !c->meta_stopping)
+			pthread_cond_wait(&c->meta_work, &c->meta_lock);
+		struct cache_meta *m = c->refresh_head;
+		if (!m)
+			break; /* stopping, and nothing left */
+		c->refresh_head = m->qnext;
+		if (!c->refresh_head)
+			c->refresh_tail = NULL;
+		m->qnext = NULL;
+		m->queued = 0;
+		m->users++;
+		int immutable = m->immutable;
+		pthread_mutex_unlock(&c->meta_lock);
+		meta_fetch(c, m->name, immutable, &a);
+		pthread_mutex_lock(&c->meta_lock);
+		meta_install(c, m, &a);
+		meta_put(c, m);
+	}
+	pthread_mutex_unlock(&c->meta_lock);
+	return NULL;
+}
+
+/* Starts a refresh of m: in the background when there are refreshers, else in this
+ * thread. Called with the lock held and m not being refreshed. */
+static void refresh_start(struct cache *c, struct cache_meta *m)
+{
+	m->fetching = 1;
+	m->fetch_started = cache_now_ms();
+	if (c->nrefreshers == 0) {
+		struct meta_answer a;
+		int immutable = m->immutable;
+		pthread_mutex_unlock(&c->meta_lock);
+		meta_fetch(c, m->name, immutable, &a);
+		pthread_mutex_lock(&c->meta_lock);
+		meta_install(c, m, &a);
+		return;
+	}
+	m->queued = 1;
+	if (c->refresh_tail)
+		c->refresh_tail->qnext = m;
+	else
+		c->refresh_head = m;
+	c->refresh_tail = m;
+	pthread_cond_signal(&c->meta_work);
+}
+
+/* Waits on the meta condition until the monotonic ms deadline. */
+static void wait_until(struct cache *c, uint64_t deadline)
+{
+	struct timespec ts = { .tv_sec = (time_t)(deadline / 1000),
+			       .tv_nsec = (long)(deadline % 1000) * 1000000 };
+
+	pthread_cond_timedwait(&c->meta_cond, &c->meta_lock, &ts);
+}
+
+/* The disk copy is looked for once, by one thread, when memory has none: a copy of
+ * this process (an entry dropped from memory and read back) is as fresh as its age;
+ * one of an earlier mount is stale, so the store is asked first (but the copy is
+ * there to answer when it does not answer). */
+static void meta_from_disk(struct cache *c, struct cache_meta *m)
+{
+	struct meta_answer a;
+	time_t saved = 0;
+
+	m->disk_tried = 1;
+	m->loading = 1;
+	pthread_mutex_unlock(&c->meta_lock);
+	int ret = meta_load(c, m->name, &a, &saved);
+	pthread_mutex_lock(&c->meta_lock);
+	if (ret == 0 && !m->loaded && meta_take(c, m, &a) == 0) {
+		time_t age = time(NULL) - saved;
+		if (saved < c->started_wall || age < 0 || age > (time_t)c->ttl)
+			m->checked = cache_now() - (time_t)c->ttl - 1;
+		else
+			m->checked = cache_now() - age;
+	}
+	answer_release(&a);
+	m->loading = 0;
+	pthread_cond_broadcast(&c->meta_cond);
+}
+
+/*
+ * Brings m to a state a reader can answer from, with the lock held throughout but
+ * across I/O. A listing or record with a copy: fresh, or stale once its refresh has
+ * had CACHE_STALE_WAIT_MS (none while the store is down). With no copy: after the
+ * store answered or failed (m->last_err). A stat ("S") always asks; returns 1 when a
+ * refresh ended meanwhile (its answer is in m), 0 when none came in time.
+ */
+static int meta_settle(struct cache *c, struct cache_meta *m)
+{
+	int is_stat = m->name[0] == 'S';
+	unsigned seen = m->answers;
+
+	for (;;) {
+		if (m->loading) {
+			pthread_cond_wait(&c->meta_cond, &c->meta_lock);
+			continue;
+		}
+		if (!m->loaded && !m->disk_tried && !is_stat) {
+			meta_from_disk(c, m);
+			continue;
+		}
+		int copy = m->loaded && !is_stat;
+		if (copy && (m->immutable || cache_now() - m->checked < (time_t)c->ttl))
+			return 1;
+		if (m->answers != seen)
+			return 1; /* a refresh ended since this reader came */
+		if (!m->fetching) {
+			if (!copy && !is_stat) {
+				/* nothing to answer with: this reader asks and waits */
+				m->fetching = 1;
+				m->fetch_started = cache_now_ms();
+				struct meta_answer a;
+				int immutable = m->immutable;
+				pthread_mutex_unlock(&c->meta_lock);
+				meta_fetch(c, m->name, immutable, &a);
+				pthread_mutex_lock(&c->meta_lock);
+				meta_install(c, m, &a);
+				return 1;
+			}
+			refresh_start(c, m);
+			continue;
+		}
+		if (!copy && !is_stat) {
+			pthread_cond_wait(&c->meta_cond, &c->meta_lock);
+			continue;
+		}
+		uint64_t until = m->fetch_started + CACHE_STALE_WAIT_MS;
+		if (cache_now_ms() >= until || blob_down(c->store))
+			return 0; /* answer from the copy; the refresh goes on */
+		wait_until(c, until);
+	}
+}
+
+/* Takes and settles the meta of kind + key; returns it held, with the lock held, or
+ * NULL (-errno in *err). */
+static struct cache_meta *meta_begin(struct cache *c, char kind, const char *key,
+				     int immutable, int *answered, int *err)
+{
+	char name[PATH_MAX + 2];
+	struct cache_meta *m;
+
+	if ((size_t)snprintf(name, sizeof(name), "%c%s", kind, key) >= sizeof(name)) {
+		*err = -ENAMETOOLONG;
+		return NULL;
+	}
+	pthread_mutex_lock(&c->meta_lock);
+	m = meta_get(c, name);
+	if (!m) {
+		pthread_mutex_unlock(&c->meta_lock);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (immutable)
+		m->immutable = 1;
+	*answered = meta_settle(c, m);
+	*err = 0;
+	return m;
+}
+
+static void meta_end(struct cache *c, struct cache_meta *m)
+{
+	meta_put(c, m);
+	pthread_mutex_unlock(&c->meta_lock);
+}
+
+/* What a reader with no copy gets when the store did not answer. */
+static int failed(const struct cache_meta *m)
+{
+	return m->last_err ? m->last_err : -EIO;
+}
+
+/* ---- the interface ---- */
 
 int cache_list(struct cache *c, const char *prefix, struct cache_listing **out)
 {
-	struct blob_list l;
-	struct cache_meta *m;
-	char name[PATH_MAX + 2];
-	int ret, missing = 0;
+	int answered, ret;
+	struct cache_meta *m = meta_begin(c, 'L', prefix, 0, &answered, &ret);
 
 	*out = NULL;
-	if ((size_t)snprintf(name, sizeof(name), "L%s", prefix) >= sizeof(name))
-		return -ENAMETOOLONG;
-	blob_list_init(&l);
-	pthread_mutex_lock(&c->lock);
-	m = meta_get(c, name);
-	if (!m) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	meta_wait(c, m);
-	if (m->loaded && cache_now() - m->checked < (time_t)c->ttl)
-		goto answer;
-	m->fetching = 1;
-	pthread_mutex_unlock(&c->lock);
-
-	ret = blob_list(c->store, prefix, &l);
-	if (ret == 0 || ret == -ENOENT) {
-		missing = ret == -ENOENT;
-		if (missing)
-			blob_list_release(&l);
-		blob_list_clean(&l, prefix);
-		if (listing_save(c, name, &l, missing) < 0)
-			LOG_DEBUG("cannot keep the listing of '%s' on disk", prefix);
-	} else {
-		int err = ret;
-		blob_list_release(&l);
-		pthread_mutex_lock(&c->lock);
-		int have = m->loaded;
-		pthread_mutex_unlock(&c->lock);
-		if (!have && listing_load(c, name, &l, &missing) == 0) {
-			blob_list_clean(&l, prefix);
-			LOG_INFO("store failing (%s); serving the cached listing of '%s'",
-				 strerror(-err), prefix);
-			ret = 0;
-		} else if (have) {
-			LOG_INFO("store failing (%s); serving the cached listing of '%s'",
-				 strerror(-err), prefix);
-			pthread_mutex_lock(&c->lock);
-			m->checked = cache_now();
-			m->fetching = 0;
-			pthread_cond_broadcast(&c->cond);
-			goto answer;
-		} else {
-			blob_list_release(&l);
-		}
-	}
-
-	pthread_mutex_lock(&c->lock);
-	m->fetching = 0;
-	pthread_cond_broadcast(&c->cond);
-	if (ret < 0 && ret != -ENOENT)
-		goto out;
-	struct cache_listing *cl = listing_new(c, &l);
-	if (!cl) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	listing_unref_locked(m->listing);
-	m->listing = cl;
-	m->missing = missing;
-	m->loaded = 1;
-	m->checked = cache_now();
-answer:
-	if (m->missing) {
+	if (!m)
+		return ret;
+	if (!m->loaded) {
+		ret = failed(m);
+	} else if (m->missing) {
 		ret = -ENOENT;
 	} else {
 		m->listing->refs++;
 		*out = m->listing;
-		ret = 0;
 	}
-out:
-	pthread_mutex_unlock(&c->lock);
-	blob_list_release(&l);
+	meta_end(c, m);
+	return ret;
+}
+
+int cache_record(struct cache *c, const char *key, int immutable, char **data, size_t *len)
+{
+	int answered, ret;
+	struct cache_meta *m = meta_begin(c, 'R', key, immutable, &answered, &ret);
+
+	*data = NULL;
+	*len = 0;
+	if (!m)
+		return ret;
+	if (!m->loaded) {
+		ret = failed(m);
+	} else if (m->missing) {
+		ret = -ENOENT;
+	} else if (!(*data = malloc(m->len + 1))) {
+		ret = -ENOMEM;
+	} else {
+		memcpy(*data, m->data, m->len);
+		(*data)[m->len] = '\0';
+		*len = m->len;
+	}
+	meta_end(c, m);
+	return ret;
+}
+
+int cache_stat(struct cache *c, const char *key, struct blob_stat *st)
+{
+	int answered, ret;
+	struct cache_meta *m = meta_begin(c, 'S', key, 0, &answered, &ret);
+
+	if (!m)
+		return ret;
+	if (!answered)
+		ret = -ETIMEDOUT;
+	else if (m->last_err)
+		ret = m->last_err;
+	else if (m->missing)
+		ret = -ENOENT;
+	else
+		*st = m->st;
+	meta_end(c, m);
 	return ret;
 }
 
@@ -397,15 +576,20 @@ void cache_record_forget(struct cache *c, const char *key)
 	if ((size_t)snprintf(name, sizeof(name), "R%s", key) >= sizeof(name))
 		return;
 	cache_meta_path(c, name, path, sizeof(path));
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->meta_lock);
 	m = meta_get(c, name);
-	if (m && !m->fetching) {
+	if (m && !m->fetching && !m->loading) {
 		m->loaded = 0;
+		m->missing = 0;
+		m->disk_tried = 1; /* the copy is dropped below: ask the store */
 		free(m->data);
 		m->data = NULL;
 		m->len = 0;
+		set_bytes(c, m, meta_bytes(m));
 	}
-	pthread_mutex_unlock(&c->lock);
+	if (m)
+		meta_put(c, m);
+	pthread_mutex_unlock(&c->meta_lock);
 	unlink(path);
 }
 
@@ -426,108 +610,75 @@ void cache_forget_listing(struct cache *c, const char *prefix)
 {
 	char name[PATH_MAX + 2];
 
-	snprintf(name, sizeof(name), "L%s", prefix);
-	pthread_mutex_lock(&c->lock);
+	if ((size_t)snprintf(name, sizeof(name), "L%s", prefix) >= sizeof(name))
+		return;
+	pthread_mutex_lock(&c->meta_lock);
 	struct cache_meta *m = meta_get(c, name);
-	if (m)
-		m->checked = 0;
-	pthread_mutex_unlock(&c->lock);
+	if (m) {
+		m->checked = cache_now() - (time_t)c->ttl - 1;
+		meta_put(c, m);
+	}
+	pthread_mutex_unlock(&c->meta_lock);
 }
 
-int cache_record(struct cache *c, const char *key, int immutable, char **data, size_t *len)
+void cache_meta_usage(struct cache *c, size_t *count, size_t *bytes)
 {
-	char name[PATH_MAX + 2], path[PATH_MAX], etag[BLOB_ETAG_MAX];
-	struct cache_meta *m;
-	char *got = NULL;
-	size_t glen = 0;
-	int ret, have;
+	pthread_mutex_lock(&c->meta_lock);
+	*count = c->nmetas;
+	*bytes = c->meta_bytes;
+	pthread_mutex_unlock(&c->meta_lock);
+}
 
-	*data = NULL;
-	*len = 0;
-	if ((size_t)snprintf(name, sizeof(name), "R%s", key) >= sizeof(name))
-		return -ENAMETOOLONG;
-	cache_meta_path(c, name, path, sizeof(path));
-	pthread_mutex_lock(&c->lock);
-	m = meta_get(c, name);
-	if (!m) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	meta_wait(c, m);
-	if (m->loaded && (immutable || cache_now() - m->checked < (time_t)c->ttl))
-		goto answer;
-	have = m->loaded;
-	m->fetching = 1;
-	pthread_mutex_unlock(&c->lock);
+/* ---- life cycle ---- */
 
-	/* an immutable record on disk is as good as the store's */
-	ret = -ENOENT;
-	if (immutable && !have)
-		ret = record_load(path, &got, &glen);
-	if (ret < 0) {
-		ret = blob_get(c->store, key, META_RECORD_MAX, &got, &glen, etag);
-		if (ret == 0) {
-			if (record_save(c, path, got, glen, immutable) < 0)
-				LOG_DEBUG("cannot keep record '%s' on disk", key);
-		} else if (ret == -ENOENT) {
-			unlink(path);
-		} else if (!have && record_load(path, &got, &glen) == 0) {
-			LOG_INFO("store failing (%s); serving the cached copy of '%s'",
-				 strerror(-ret), key);
-			ret = 0;
-		} else if (have) {
-			LOG_INFO("store failing (%s); serving the cached copy of '%s'",
-				 strerror(-ret), key);
-			ret = 1; /* keep what memory has */
-		}
-	}
+int cache_metas_init(struct cache *c, size_t max_bytes)
+{
+	pthread_condattr_t ca;
 
-	pthread_mutex_lock(&c->lock);
-	m->fetching = 0;
-	pthread_cond_broadcast(&c->cond);
-	if (ret < 0 && ret != -ENOENT)
-		goto out;
-	if (ret != 1) {
-		free(m->data);
-		m->data = got;
-		m->len = glen;
-		got = NULL;
-		m->missing = ret == -ENOENT;
+	pthread_mutex_init(&c->meta_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->meta_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&c->meta_work, NULL);
+	c->meta_max = max_bytes ? max_bytes : CACHE_DEFAULT_META_BYTES;
+	c->nmeta_buckets = META_BUCKETS;
+	c->metas = calloc(c->nmeta_buckets, sizeof(*c->metas));
+	return c->metas ? 0 : -ENOMEM;
+}
+
+int cache_metas_start(struct cache *c)
+{
+	int ret = 0;
+
+	for (; c->nrefreshers < CACHE_REFRESHERS; c->nrefreshers++) {
+		ret = -pthread_create(&c->refreshers[c->nrefreshers], NULL, meta_refresher, c);
+		if (ret < 0)
+			break;
 	}
-	m->loaded = 1;
-	m->checked = cache_now();
-answer:
-	if (m->missing) {
-		ret = -ENOENT;
-	} else {
-		*data = malloc(m->len + 1);
-		if (!*data) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		memcpy(*data, m->data, m->len);
-		(*data)[m->len] = '\0';
-		*len = m->len;
-		ret = 0;
-	}
-out:
-	pthread_mutex_unlock(&c->lock);
-	free(got);
 	return ret;
 }
 
 void cache_metas_free(struct cache *c)
 {
+	if (!c->metas)
+		return;
+	pthread_mutex_lock(&c->meta_lock);
+	c->meta_stopping = 1;
+	pthread_cond_broadcast(&c->meta_work);
+	pthread_mutex_unlock(&c->meta_lock);
+	for (unsigned i = 0; i < c->nrefreshers; i++)
+		pthread_join(c->refreshers[i], NULL);
 	for (size_t i = 0; i < c->nmeta_buckets; i++) {
 		while (c->metas[i]) {
 			struct cache_meta *m = c->metas[i];
 			c->metas[i] = m->hnext;
-			listing_unref_locked(m->listing);
-			free(m->data);
-			free(m->name);
-			free(m);
+			meta_free(c, m);
 		}
 	}
 	free(c->metas);
 	c->metas = NULL;
+	pthread_cond_destroy(&c->meta_work);
+	pthread_cond_destroy(&c->meta_cond);
+	pthread_mutex_destroy(&c->meta_lock);
 }

@@ -134,7 +134,7 @@ int fs_pin_run_file(struct fs *fs, struct fs_node *n)
 	char parent[PATH_MAX];
 	int ret;
 
-	ret = blob_stat(cache_store(fs->cache), n->key, &st);
+	ret = cache_stat(fs->cache, n->key, &st);
 	if (ret == 0 && strcmp(st.etag, n->etag) == 0)
 		return 0;
 	snprintf(parent, sizeof(parent), "%s", n->key);
@@ -149,7 +149,7 @@ int fs_pin_run_file(struct fs *fs, struct fs_node *n)
 	}
 	if (ret == -ENOENT || ret == -EACCES)
 		return ret;
-	LOG_DEBUG("%s: store unreachable (%s); opening the cached version", n->key,
+	LOG_DEBUG("%s: no answer of the store (%s); opening the version listed", n->key,
 		  strerror(-ret));
 	return 0;
 }
@@ -165,7 +165,7 @@ void fs_log_changed(struct fs *fs, const char *path, int immutable, const char *
 		snprintf(key, sizeof(key), "%s", n.key);
 	else
 		snprintf(key, sizeof(key), "%s", path);
-	int ret = blob_stat(cache_store(fs->cache), key, &st);
+	int ret = cache_stat(fs->cache, key, &st);
 	if (ret == 0)
 		now = st.etag;
 	else if (ret != -ENOENT)

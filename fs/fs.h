@@ -7,8 +7,9 @@
  *   /models/<name>/<alias>         symlink to the alias's version
  *
  * The tree is computed from the cache's listings and records on every lookup; it
- * keeps only parsed registry records (immutable, kept until unmount) and each
- * model's alias table (refreshed after the TTL).
+ * keeps only parsed registry records and each model's alias table (refreshed after
+ * the TTL), for at most FS_MODELS_MAX models, and forgets a model the registry no
+ * longer has.
  *
  * Threads: all functions are thread-safe. fs->lock guards the model table and is
  * never held across cache or store I/O.
@@ -57,6 +58,7 @@ struct fs {
 	struct timespec started;
 	pthread_mutex_t lock;
 	struct fs_model *models;	/* protected by lock */
+	size_t nmodels;			/* protected by lock */
 	struct fs_link *opened;		/* protected by lock: open files and folders (ops.c) */
 	time_t err_logged;		/* protected by lock: last store failure logged */
 	struct fs_open *opens[FS_OPEN_BUCKETS]; /* protected by lock: runs/ files' page cache */
@@ -78,6 +80,12 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_node *out);
  * fill returns non-zero. -ENOTDIR for a file. */
 typedef int (*fs_fill_fn)(void *ctx, const char *name, const struct fs_node *node);
 int fs_list(struct fs *fs, const char *path, fs_fill_fn fill, void *ctx);
+
+/* Models kept in memory at most: beyond, the least recently used is forgotten (and
+ * read again from the cache when asked for). */
+#define FS_MODELS_MAX 1024
+/* How many models the tree keeps in memory now, for tests. Cannot fail. */
+size_t fs_model_count(struct fs *fs);
 
 /* The stat of a node as the mount shows it. Cannot fail. */
 void fs_node_stat(const struct fs *fs, const struct fs_node *n, struct stat *st);

@@ -25,8 +25,8 @@ time_t fs_mono_now(void);
  * failures (EIO, EACCES) in one line, at most once every few seconds. */
 int fs_errno(struct fs *fs, int err, const char *path);
 
-/* Pins a runs/ file to the etag the store has now (the cached one when the store
- * cannot be asked); updates size, etag and mtime in n. */
+/* Pins a runs/ file to the etag the store has now (the listed one when the store
+ * does not answer within about a second); updates size, etag and mtime in n. */
 int fs_pin_run_file(struct fs *fs, struct fs_node *n);
 
 /* Logs that an open file's blob is no longer at etag, naming both etags. */

@@ -330,6 +330,8 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	cc.dir = cache_dir;
+	char where[PATH_MAX];
+	cc.holder = realpath(o.stores[1], where) ? where : o.stores[1];
 	if (cache_create(&cc, store, &cache, err, sizeof(err)) < 0) {
 		fail("%s", err);
 		goto out;

@@ -18,10 +18,15 @@
 #include <unistd.h>
 
 /* One model as last read from the registry. Fields protected by fs->lock. Parsed
- * versions are immutable and freed only with the fs, so a pointer to one stays good
- * without the lock. */
+ * versions are immutable and freed only with their model, which a view holds (refs):
+ * a pointer to one stays good without the lock while the view lives. The table keeps
+ * at most FS_MODELS_MAX models, the least recently used dropped first, and drops a
+ * model the registry no longer has. */
 struct fs_model {
 	struct fs_model *next;
+	int refs;			/* views and refreshes using it */
+	int dropped;			/* out of the table: freed by the last unref */
+	time_t used;			/* monotonic seconds of the last view */
 	char name[REG_NAME_MAX + 1];
 	time_t checked;			/* monotonic seconds; 0 = never */
 	struct reg_version **all;	/* every version parsed, in no order */
@@ -35,13 +40,16 @@ struct fs_model {
 	char *aliases_text;		/* to warn about a bad table only when it changes */
 };
 
-/* A model's state copied out for one lookup. */
+/* A model's state copied out for one lookup; holds the model. */
 struct model_view {
+	struct fs_model *model;
 	struct reg_version **versions;	/* sorted by version; borrowed pointers */
 	size_t n;
 	struct reg_alias *aliases;	/* owned copy */
 	size_t naliases;
 };
+
+static void model_unlink(struct fs *fs, struct fs_model **pp);
 
 uint64_t fs_hash(const char *s)
 {
@@ -115,38 +123,92 @@ void fs_destroy(struct fs *fs)
 			free(o);
 		}
 	}
-	while (fs->models) {
-		struct fs_model *m = fs->models;
-		fs->models = m->next;
-		for (size_t i = 0; i < m->nall; i++)
-			reg_version_free(m->all[i]);
-		free(m->all);
-		free(m->bad);
-		free(m->present);
-		free(m->aliases);
-		free(m->aliases_text);
-		free(m);
-	}
+	while (fs->models)
+		model_unlink(fs, &fs->models);
 	cache_destroy(fs->cache);
 	free(fs->warned);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }
 
+static void model_free(struct fs_model *m)
+{
+	for (size_t i = 0; i < m->nall; i++)
+		reg_version_free(m->all[i]);
+	free(m->all);
+	free(m->bad);
+	free(m->present);
+	free(m->aliases);
+	free(m->aliases_text);
+	free(m);
+}
+
+/* Takes *pp out of the table; freed now or by its last unref. Under fs->lock. */
+static void model_unlink(struct fs *fs, struct fs_model **pp)
+{
+	struct fs_model *m = *pp;
+
+	*pp = m->next;
+	fs->nmodels--;
+	m->dropped = 1;
+	if (m->refs == 0)
+		model_free(m);
+}
+
+static void model_unref(struct fs *fs, struct fs_model *m)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (--m->refs == 0 && m->dropped)
+		model_free(m);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* Forgets a model the registry no longer has. */
+static void model_drop(struct fs *fs, const char *name)
+{
+	pthread_mutex_lock(&fs->lock);
+	for (struct fs_model **pp = &fs->models; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->name, name) == 0) {
+			model_unlink(fs, pp);
+			break;
+		}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The model of name, held (model_unref), made when new; under fs->lock. */
 static struct fs_model *model_find(struct fs *fs, const char *name)
 {
-	struct fs_model *m;
+	struct fs_model *m, **oldest = NULL;
 
 	for (m = fs->models; m; m = m->next)
 		if (strcmp(m->name, name) == 0)
-			return m;
+			goto found;
+	if (fs->nmodels >= FS_MODELS_MAX) {
+		for (struct fs_model **pp = &fs->models; *pp; pp = &(*pp)->next)
+			if ((*pp)->refs == 0 && (!oldest || (*pp)->used <= (*oldest)->used))
+				oldest = pp;
+		if (oldest)
+			model_unlink(fs, oldest);
+	}
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return NULL;
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->next = fs->models;
 	fs->models = m;
+	fs->nmodels++;
+found:
+	m->refs++;
+	m->used = fs_mono_now();
 	return m;
+}
+
+size_t fs_model_count(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	size_t n = fs->nmodels;
+	pthread_mutex_unlock(&fs->lock);
+	return n;
 }
 
 static struct reg_version *model_version(struct fs_model *m, int v)
@@ -315,8 +377,10 @@ out:
 	return ret;
 }
 
-static void view_release(struct model_view *v)
+static void view_release(struct fs *fs, struct model_view *v)
 {
+	if (v->model)
+		model_unref(fs, v->model);
 	free(v->versions);
 	free(v->aliases);
 	memset(v, 0, sizeof(*v));
@@ -335,10 +399,13 @@ static int model_view(struct fs *fs, const char *name, struct model_view *out)
 	pthread_mutex_unlock(&fs->lock);
 	if (!m)
 		return -ENOMEM;
+	out->model = m;
 	if (stale) {
 		ret = model_refresh(fs, m);
-		if (ret < 0 && m->checked == 0)
+		if (ret < 0 && m->checked == 0) {
+			view_release(fs, out);
 			return ret;
+		}
 	}
 	pthread_mutex_lock(&fs->lock);
 	out->versions = calloc(m->npresent + 1, sizeof(*out->versions));
@@ -355,7 +422,7 @@ static int model_view(struct fs *fs, const char *name, struct model_view *out)
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (ret < 0)
-		view_release(out);
+		view_release(fs, out);
 	return ret;
 }
 
@@ -574,6 +641,8 @@ static int resolve_models(struct fs *fs, char **segs, int n, struct fs_node *out
 	if (n == 0)
 		return 0;
 	ret = model_exists(fs, segs[0]);
+	if (ret == -ENOENT)
+		model_drop(fs, segs[0]);
 	if (ret < 0)
 		return ret;
 	ret = model_view(fs, segs[0], &mv);
@@ -600,7 +669,7 @@ static int resolve_models(struct fs *fs, char **segs, int n, struct fs_node *out
 		ret = n == 2 ? 0 : -ENOTDIR; /* the kernel follows links itself */
 	}
 out:
-	view_release(&mv);
+	view_release(fs, &mv);
 	return ret;
 }
 
@@ -707,7 +776,7 @@ static int list_model(struct fs *fs, const char *name, fs_fill_fn fill, void *ct
 			goto out;
 	}
 out:
-	view_release(&mv);
+	view_release(fs, &mv);
 	return 0;
 }
 
@@ -751,7 +820,7 @@ static int list_version(struct fs *fs, const char *name, int version, const char
 	}
 	ret = 0;
 out:
-	view_release(&mv);
+	view_release(fs, &mv);
 	return ret;
 }
 

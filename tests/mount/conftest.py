@@ -136,9 +136,10 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_azurite(where, *storage):
+def running_azurite(where, *storage, procs=None):
     """Azurite on a free loopback port (its data in where, or as storage says), yielding
-    the port; stopped by its PID, also when the test fails."""
+    the port; stopped by its PID, also when the test fails. procs, a list, gets the
+    server's Popen."""
     azurite_bin = subprocess.run([str(ROOT / "scripts/install-azurite")], check=True,
                                  capture_output=True, text=True).stdout.strip()
     port = free_port()
@@ -148,6 +149,8 @@ def running_azurite(where, *storage):
          *(storage or ("--location", str(where))), "--silent", "--loose",
          "--skipApiVersionCheck", "--disableTelemetry"],
         stdout=log, stderr=subprocess.STDOUT)
+    if procs is not None:
+        procs.append(proc)
 
     def answers():
         if proc.poll() is not None:
@@ -161,6 +164,10 @@ def running_azurite(where, *storage):
         wait_for(answers, 60, "azurite")
         yield port
     finally:
+        try:
+            proc.send_signal(signal.SIGCONT)  # a test may have stopped it
+        except ProcessLookupError:
+            pass
         proc.terminate()
         try:
             proc.wait(timeout=10)

@@ -27,6 +27,11 @@ request target) and still has a use left. Kinds:
                   the body, then close (FIN).
     wrong_length  forward, announce `extra` (default 1000) more bytes in
                   Content-Length than the body has, send the body, then close.
+    trickle       forward, then send the answer one byte every `interval` seconds
+                  (default 1.0), status line first, for as long as the client waits.
+
+`proxy.refuse()` closes the listening socket, so connections are refused as by a
+store that is down; `proxy.accept_again()` listens on the same port again.
 
 Every request and every injected fault is recorded (`requests()`, `seen()`,
 `injected()`). Only loopback upstreams are accepted. Every loop is bounded by the
@@ -40,7 +45,7 @@ import struct
 import threading
 import time
 
-KINDS = ("status", "reset", "stall", "truncate", "wrong_length")
+KINDS = ("status", "reset", "stall", "truncate", "wrong_length", "trickle")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
               "trailer", "upgrade", "expect"}
 ERROR_CODES = {500: "InternalError", 502: "BadGateway", 503: "ServerBusy",
@@ -107,14 +112,34 @@ class FaultProxy:
 
     # ---- life cycle ----
 
-    def start(self):
+    def _listen(self, port):
         ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", 0))
+        ls.bind(("127.0.0.1", port))
         ls.listen(64)
         ls.settimeout(TICK)
-        self._listener = ls
+        with self._lock:
+            self._listener = ls
         self.port = ls.getsockname()[1]
+
+    def refuse(self):
+        """Stops listening: new connections are refused; open ones are closed."""
+        with self._lock:
+            ls, self._listener = self._listener, None
+            socks = list(self._socks)
+        ls.close()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def accept_again(self):
+        """Listens again on the same port after refuse()."""
+        self._listen(self.port)
+
+    def start(self):
+        self._listen(0)
         t = threading.Thread(target=self._accept_loop, name="faultproxy-accept", daemon=True)
         self._threads.append(t)
         t.start()
@@ -212,8 +237,13 @@ class FaultProxy:
 
     def _accept_loop(self):
         while not self._stop.is_set():
+            with self._lock:
+                ls = self._listener
+            if ls is None:
+                time.sleep(TICK)
+                continue
             try:
-                s, _ = self._listener.accept()
+                s, _ = ls.accept()
             except socket.timeout:
                 continue
             except OSError:
@@ -437,6 +467,13 @@ class FaultProxy:
             self._send(s, self._head_bytes(status, reason, rh) + data)
             s.shutdown(socket.SHUT_WR)
             return False
+        if kind == "trickle":
+            interval = float(p.get("interval", 1.0))
+            for b in head + data:
+                self._send(s, bytes([b]))
+                if self._client_gone_within(s, interval):
+                    return False
+            return True
         if kind == "stall":
             self._send(s, head + data[:cut])
             if self._client_gone_within(s, float(p.get("seconds", 20))):

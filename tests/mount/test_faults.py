@@ -111,10 +111,15 @@ def test_stalled_answers_are_abandoned_and_retried(proxy, via, make_mount):
         got, took = results[name]
         assert isinstance(got, bytes), (name, got)
         assert got == want, name
-        assert 13 <= took < 30, (name, took)
+        # not given up before the stall time; abandoned long before the stall ended
+        assert took >= 13, (name, took)
+        assert took < 45, (name, took)
     assert ra.injected == 1 and rb.injected == 1
-    assert proxy.seen("GET", "/runs/e/r/a.bin") == 2
-    assert proxy.seen("GET", "/runs/e/r/b.bin") == 2
+    # the event itself: the stalled attempt was dropped and a second one answered
+    for blob in ("/runs/e/r/a.bin", "/runs/e/r/b.bin"):
+        recs = proxy.requests("GET", blob)
+        assert [r.fault for r in recs] == ["stall", None], recs
+        assert recs[1].t - recs[0].t >= 13, recs
 
 
 def test_retry_after_is_honoured(proxy, via, make_mount):
@@ -131,8 +136,11 @@ def test_retry_after_is_honoured(proxy, via, make_mount):
     recs = proxy.requests("GET", blob)
     assert [r.fault for r in recs] == ["status", "status", None], recs
     first_wait, second_wait = recs[1].t - recs[0].t, recs[2].t - recs[1].t
-    assert 1.9 <= first_wait < 3.5, first_wait
-    assert 1.4 <= second_wait < 3.0, second_wait
+    # each retry waited at least what the store asked for (a lower bound: a loaded
+    # machine only makes it longer); the backoff alone would have retried sooner
+    assert first_wait >= 1.9, first_wait
+    assert second_wait >= 1.4, second_wait
+    assert first_wait + second_wait < 30, (first_wait, second_wait)
 
 
 def test_persistent_failure_gives_eio_in_time_and_the_mount_recovers(proxy, via, make_mount):

@@ -25,6 +25,7 @@ struct fake_store {
 	unsigned version;
 	unsigned reads, lists, stats;
 	unsigned delay_ms;
+	unsigned meta_delay_ms;
 	int fail;
 	int pinned;
 };
@@ -42,14 +43,25 @@ static struct fake_blob *find(struct fake_store *f, const char *key)
 	return NULL;
 }
 
+/* Sleeps the meta delay of a listing or stat, counted first. */
+static void meta_delay(struct fake_store *f, unsigned *counter)
+{
+	pthread_mutex_lock(&f->lock);
+	(*counter)++;
+	unsigned delay = f->meta_delay_ms;
+	pthread_mutex_unlock(&f->lock);
+	if (delay)
+		usleep(delay * 1000);
+}
+
 static int fake_list(struct blob_store *s, const char *prefix, struct blob_list *out)
 {
 	struct fake_store *f = fk(s);
 	size_t plen = strlen(prefix);
 	int ret = 0, any = 0;
 
+	meta_delay(f, &f->lists);
 	pthread_mutex_lock(&f->lock);
-	f->lists++;
 	if (f->fail) {
 		ret = f->fail;
 		goto out;
@@ -88,8 +100,8 @@ static int fake_stat(struct blob_store *s, const char *key, struct blob_stat *ou
 	struct fake_store *f = fk(s);
 	int ret = 0;
 
+	meta_delay(f, &f->stats);
 	pthread_mutex_lock(&f->lock);
-	f->stats++;
 	struct fake_blob *b = find(f, key);
 	if (f->fail)
 		ret = f->fail;
@@ -266,6 +278,15 @@ void fake_store_set_delay_ms(struct blob_store *s, unsigned ms)
 
 	pthread_mutex_lock(&f->lock);
 	f->delay_ms = ms;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void fake_store_set_meta_delay_ms(struct blob_store *s, unsigned ms)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	f->meta_delay_ms = ms;
 	pthread_mutex_unlock(&f->lock);
 }
 

@@ -24,6 +24,8 @@ void fake_store_pin(struct blob_store *s);
 void fake_store_free(struct blob_store *s);
 /* Every read sleeps this long first. */
 void fake_store_set_delay_ms(struct blob_store *s, unsigned ms);
+/* Every listing and stat sleeps this long first (a store that stalls). */
+void fake_store_set_meta_delay_ms(struct blob_store *s, unsigned ms);
 /* Every call fails with err (0: none) until set back. */
 void fake_store_set_fail(struct blob_store *s, int err);
 

@@ -12,6 +12,7 @@
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CS 65536u /* chunk size of these tests */
@@ -645,6 +646,185 @@ static void test_mutable_record_refreshes_after_ttl(void)
 	cache_destroy(c);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A cache with a TTL of one second and its refreshers running. */
+static struct cache *new_started_cache(struct blob_store *s, uint64_t meta_bytes)
+{
+	struct cache_config cfg = { .dir = check_dir, .max_bytes = 1 << 30, .chunk_size = CS,
+				    .ttl = 1, .meta_bytes = meta_bytes };
+	struct cache *c = NULL;
+	char err[256];
+	if (cache_create(&cfg, s, &c, err, sizeof(err)) < 0 || cache_start(c) < 0) {
+		fprintf(stderr, "cache: %s\n", err);
+		exit(2);
+	}
+	return c;
+}
+
+struct lister {
+	struct cache *c;
+	uint64_t took_ms;
+	size_t count;
+	int ret;
+};
+
+static void *list_runs(void *arg)
+{
+	struct lister *l = arg;
+	struct cache_listing *cl = NULL;
+	uint64_t t0 = now_ms();
+	l->ret = cache_list(l->c, "runs/e/", &cl);
+	l->took_ms = now_ms() - t0;
+	l->count = cl ? cl->list.count : 0;
+	cache_listing_unref(cl);
+	return NULL;
+}
+
+static void test_stale_listing_is_answered_while_its_refresh_hangs(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	struct cache_listing *l = NULL;
+	fake_store_pin(s);
+	fake_store_put(s, "runs/e/r1/a.txt", "a", 1);
+	struct cache *c = new_started_cache(s, 0);
+	CHECK_EQ(cache_list(c, "runs/e/", &l), 0);
+	CHECK_EQ(l->list.count, 1);
+	cache_listing_unref(l);
+	/* the store now takes 6 s per listing, and has a new run */
+	fake_store_set_meta_delay_ms(s, 6000);
+	fake_store_put(s, "runs/e/r2/b.txt", "b", 1);
+	usleep(1200 * 1000); /* past the TTL */
+	struct lister r[8];
+	pthread_t t[8];
+	for (int i = 0; i < 8; i++) {
+		r[i] = (struct lister){ .c = c };
+		pthread_create(&t[i], NULL, list_runs, &r[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		CHECK_EQ(r[i].ret, 0);
+		CHECK_EQ(r[i].count, 1);	/* the copy, not a wait for the store */
+		CHECK(r[i].took_ms < 4000);	/* well before the store answers */
+	}
+	/* one refresh for all of them, going on in the background */
+	CHECK_EQ(fake_store_lists(s), 2);
+	struct lister late = { .c = c };
+	list_runs(&late);
+	CHECK_EQ(late.count, 1);
+	CHECK(late.took_ms < 500);		/* its refresh has had its second */
+	/* once the refresh comes back, readers get its answer */
+	fake_store_set_meta_delay_ms(s, 0);
+	uint64_t deadline = now_ms() + 20000;
+	do {
+		usleep(50 * 1000);
+		list_runs(&late);
+	} while (late.count != 2 && now_ms() < deadline);
+	CHECK_EQ(late.count, 2);
+	cache_destroy(c);
+	fake_store_free(s);
+}
+
+static void test_listing_without_copy_waits_for_the_store(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	struct cache_listing *l = NULL;
+	fake_store_put(s, "runs/e/r1/a.txt", "a", 1);
+	struct cache *c = new_started_cache(s, 0);
+	fake_store_set_meta_delay_ms(s, 1500);
+	uint64_t t0 = now_ms();
+	CHECK_EQ(cache_list(c, "runs/e/", &l), 0);
+	CHECK(now_ms() - t0 >= 1500);
+	CHECK(l && l->list.count == 1);
+	cache_listing_unref(l);
+	/* a failing store and no copy: the failure */
+	fake_store_set_meta_delay_ms(s, 0);
+	fake_store_set_fail(s, -EIO);
+	CHECK_EQ(cache_list(c, "runs/other/", &l), -EIO);
+	cache_destroy(c);
+}
+
+static void test_stat_gives_up_after_a_second_one_question_per_key(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	struct blob_stat st;
+	fake_store_pin(s);
+	fake_store_put(s, "runs/e/r1/a.txt", "abc", 3);
+	struct cache *c = new_started_cache(s, 0);
+	CHECK_EQ(cache_stat(c, "runs/e/r1/a.txt", &st), 0);
+	CHECK_EQ(st.size, 3);
+	CHECK_EQ(cache_stat(c, "runs/e/r1/none", &st), -ENOENT);
+	fake_store_set_meta_delay_ms(s, 5000);
+	unsigned before = fake_store_gets(s);
+	uint64_t t0 = now_ms();
+	CHECK_EQ(cache_stat(c, "runs/e/r1/a.txt", &st), -ETIMEDOUT);
+	uint64_t took = now_ms() - t0;
+	CHECK(took >= CACHE_STALE_WAIT_MS - 50 && took < 4000);
+	t0 = now_ms();
+	CHECK_EQ(cache_stat(c, "runs/e/r1/a.txt", &st), -ETIMEDOUT);
+	CHECK(now_ms() - t0 < 500); /* the question asked a second ago still hangs */
+	CHECK_EQ(fake_store_gets(s) - before, 1);
+	fake_store_set_meta_delay_ms(s, 0);
+	cache_destroy(c); /* does not wait for the store's answer */
+	fake_store_free(s);
+}
+
+static void test_listings_in_memory_stay_within_their_bound(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	struct cache_listing *l = NULL;
+	char key[128], prefix[128];
+	size_t count = 0, bytes = 0;
+	const size_t bound = 64 << 10;
+	struct cache *c = new_started_cache(s, bound);
+	/* a store whose keys keep changing: a new run folder for every listing */
+	for (int i = 0; i < 3000; i++) {
+		snprintf(key, sizeof(key), "runs/e%d/r/file-%d.bin", i, i);
+		fake_store_put(s, key, "x", 1);
+		snprintf(prefix, sizeof(prefix), "runs/e%d/r/", i);
+		CHECK_EQ(cache_list(c, prefix, &l), 0);
+		cache_listing_unref(l);
+		cache_meta_usage(c, &count, &bytes);
+		if (bytes > bound) {
+			CHECK(bytes <= bound);
+			break;
+		}
+	}
+	CHECK(count > 10 && count < 3000);
+	/* a dropped listing comes back from its disk copy without the store */
+	fake_store_set_fail(s, -EIO);
+	CHECK_EQ(cache_list(c, "runs/e0/r/", &l), 0);
+	CHECK(l && l->list.count == 1 && strcmp(l->list.entries[0].name, "file-0.bin") == 0);
+	cache_listing_unref(l);
+	cache_destroy(c);
+}
+
+static void test_second_cache_over_a_held_folder_is_refused(void)
+{
+	struct blob_store *s1 = fake_store_create("fake://a"), *s2 = fake_store_create("fake://a");
+	struct cache_config cfg = { .dir = check_dir, .max_bytes = 1 << 20, .chunk_size = CS,
+				    .ttl = 1, .holder = "/mnt/first" };
+	struct cache *c1 = NULL, *c2 = NULL;
+	char err[512] = "";
+	CHECK_EQ(cache_create(&cfg, s1, &c1, err, sizeof(err)), 0);
+	CHECK_EQ(cache_start(c1), 0);
+	cfg.holder = "/mnt/second";
+	CHECK_EQ(cache_create(&cfg, s2, &c2, err, sizeof(err)), -EBUSY);
+	CHECK(c2 == NULL);
+	CHECK(strstr(err, "in use by the mount on /mnt/first") != NULL);
+	char pid[32];
+	snprintf(pid, sizeof(pid), "pid %d", (int)getpid());
+	CHECK(strstr(err, pid) != NULL);
+	cache_destroy(c1);
+	CHECK_EQ(cache_create(&cfg, s2, &c2, err, sizeof(err)), 0);
+	cache_destroy(c2);
+}
+
 static void test_crc32c_known_value_and_fast_path_agree(void)
 {
 	CHECK_EQ(cache_crc32c(0, "123456789", 9), 0xE3069283u);
@@ -700,6 +880,11 @@ int main(void)
 	RUN(test_listing_is_cached_and_served_offline);
 	RUN(test_immutable_record_served_from_disk);
 	RUN(test_mutable_record_refreshes_after_ttl);
+	RUN(test_stale_listing_is_answered_while_its_refresh_hangs);
+	RUN(test_listing_without_copy_waits_for_the_store);
+	RUN(test_stat_gives_up_after_a_second_one_question_per_key);
+	RUN(test_listings_in_memory_stay_within_their_bound);
+	RUN(test_second_cache_over_a_held_folder_is_refused);
 	RUN(test_crc32c_known_value_and_fast_path_agree);
 	RUN(test_cache_folder_is_private);
 	CHECK_DONE();
