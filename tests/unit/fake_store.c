@@ -281,6 +281,20 @@ void fake_store_set_delay_ms(struct blob_store *s, unsigned ms)
 	pthread_mutex_unlock(&f->lock);
 }
 
+void fake_store_delete(struct blob_store *s, const char *key)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	struct fake_blob *b = find(f, key);
+	if (b) {
+		free(b->key);
+		free(b->data);
+		*b = f->blobs[--f->n];
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
 void fake_store_set_meta_delay_ms(struct blob_store *s, unsigned ms)
 {
 	struct fake_store *f = fk(s);

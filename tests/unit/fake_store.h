@@ -14,6 +14,8 @@ struct fake_store;
 struct blob_store *fake_store_create(const char *id);
 /* Puts (or replaces, with a new etag) a blob. */
 void fake_store_put(struct blob_store *s, const char *key, const void *data, size_t len);
+/* Deletes a blob (nothing when absent). */
+void fake_store_delete(struct blob_store *s, const char *key);
 /* Calls so far. */
 unsigned fake_store_reads(struct blob_store *s);
 unsigned fake_store_lists(struct blob_store *s);
