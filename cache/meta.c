@@ -322,12 +322,25 @@ static void meta_install(struct cache *c, struct cache_meta *m, struct meta_answ
 	answer_release(a);
 }
 
-/* ---- refreshes in the background ---- */
+/* ---- refreshes ---- */
+
+/* Refreshes m in this thread, the lock dropped across the store's answer. Called
+ * with the lock held and fetching set. */
+static void refresh_here(struct cache *c, struct cache_meta *m)
+{
+	struct meta_answer a;
+	int immutable = m->immutable;
+
+	pthread_mutex_unlock(&c->meta_lock);
+	meta_fetch(c, m->name, immutable, &a);
+	pthread_mutex_lock(&c->meta_lock);
+	meta_install(c, m, &a);
+}
+
 
 static void *meta_refresher(void *arg)
 {
 	struct cache *c = arg;
-	struct meta_answer a;
 
 	pthread_mutex_lock(&c->meta_lock);
 	for (;;) {
@@ -342,11 +355,7 @@ static void *meta_refresher(void *arg)
 		m->qnext = NULL;
 		m->queued = 0;
 		m->users++;
-		int immutable = m->immutable;
-		pthread_mutex_unlock(&c->meta_lock);
-		meta_fetch(c, m->name, immutable, &a);
-		pthread_mutex_lock(&c->meta_lock);
-		meta_install(c, m, &a);
+		refresh_here(c, m);
 		meta_put(c, m);
 	}
 	pthread_mutex_unlock(&c->meta_lock);
@@ -354,18 +363,13 @@ static void *meta_refresher(void *arg)
 }
 
 /* Starts a refresh of m: in the background when there are refreshers, else in this
- * thread. Called with the lock held and m not being refreshed. */
-static void refresh_start(struct cache *c, struct cache_meta *m)
+ * thread (background == 0). Called with the lock held and m not being refreshed. */
+static void refresh_start(struct cache *c, struct cache_meta *m, int background)
 {
 	m->fetching = 1;
 	m->fetch_started = cache_now_ms();
-	if (c->nrefreshers == 0) {
-		struct meta_answer a;
-		int immutable = m->immutable;
-		pthread_mutex_unlock(&c->meta_lock);
-		meta_fetch(c, m->name, immutable, &a);
-		pthread_mutex_lock(&c->meta_lock);
-		meta_install(c, m, &a);
+	if (!background || c->nrefreshers == 0) {
+		refresh_here(c, m);
 		return;
 	}
 	m->queued = 1;
@@ -439,19 +443,8 @@ static int meta_settle(struct cache *c, struct cache_meta *m)
 		if (m->answers != seen)
 			return 1; /* a refresh ended since this reader came */
 		if (!m->fetching) {
-			if (!copy && !is_stat) {
-				/* nothing to answer with: this reader asks and waits */
-				m->fetching = 1;
-				m->fetch_started = cache_now_ms();
-				struct meta_answer a;
-				int immutable = m->immutable;
-				pthread_mutex_unlock(&c->meta_lock);
-				meta_fetch(c, m->name, immutable, &a);
-				pthread_mutex_lock(&c->meta_lock);
-				meta_install(c, m, &a);
-				return 1;
-			}
-			refresh_start(c, m);
+			/* with nothing to answer with, this reader asks and waits */
+			refresh_start(c, m, copy || is_stat);
 			continue;
 		}
 		if (!copy && !is_stat) {

@@ -48,6 +48,14 @@ void fs_open_end(struct fs *fs, const char *path);
 #define FS_SPANS_MAX 4
 
 /*
+ * The largest READ the kernel sends (max_write makes libfuse's max_pages) and the
+ * mount's readahead. libfuse 3.14 splices a reply only if it fits in its pipe with
+ * FS_SPANS_MAX + 2 pages to spare, and without CAP_SYS_RESOURCE the pipe stops at
+ * fs.pipe-max-size (1 MiB): a 1 MiB READ would be copied twice instead.
+ */
+#define FS_READ_MAX ((1u << 20) - 8 * 4096)
+
+/*
  * reply.c. Zero-copy replies hand libfuse spans of cache files that it splices to
  * the kernel after the handler returns, in the same thread. fs_sent_keep lets go of
  * this thread's previous spans and keeps these until the reply is written: the

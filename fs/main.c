@@ -257,6 +257,40 @@ static char *default_cache_dir(void)
 	return dir;
 }
 
+/* A FUSE mount starts with the kernel's default readahead (128 KiB), and INIT can
+ * only lower it: READ requests stay at 128 KiB. Root may raise it on the mount's
+ * bdi, named by the device of the mount, before the loop answers INIT. */
+static void raise_readahead(const char *mnt)
+{
+	char line[2 * PATH_MAX], dev[32] = "", d[32], p[PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", d, p) != 2)
+			continue;
+		char *r = p, *w = p; /* undo the \ooo escapes of mountinfo */
+		for (; *r; r++, w++)
+			if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] && r[3]) {
+				*w = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+				r += 3;
+			} else {
+				*w = *r;
+			}
+		*w = '\0';
+		if (strcmp(p, mnt) == 0)
+			memcpy(dev, d, sizeof(d)); /* the last one is the mount on top */
+	}
+	fclose(f);
+	snprintf(p, sizeof(p), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	if (dev[0] && (f = fopen(p, "w"))) {
+		fprintf(f, "%u\n", FS_READ_MAX >> 10);
+		if (fclose(f) == 0)
+			LOG_DEBUG("readahead of %s: %u KiB", mnt, FS_READ_MAX >> 10);
+	}
+}
+
 int fs_mount_main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -368,6 +402,7 @@ int fs_mount_main(int argc, char **argv)
 		goto out;
 	}
 	mounted = 1;
+	raise_readahead(cc.holder);
 	if (fs_reply_hooks(fuse) != 0) {
 		fail("cannot set up the FUSE device I/O");
 		goto out;

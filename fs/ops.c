@@ -79,7 +79,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->attr_timeout = fs->ttl;
 	cfg->negative_timeout = fs->ttl;
 	cfg->use_ino = 0;
-	conn->max_readahead = 4u << 20;
+	conn->max_readahead = FS_READ_MAX; /* the kernel keeps at most its own offer */
+	conn->max_write = FS_READ_MAX;
 	conn->want |= FUSE_CAP_ASYNC_READ;
 	/* zero-copy replies from cache files (see op_read_buf) */
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
