@@ -38,7 +38,8 @@ struct http {
 	CURL *pool[HTTP_POOL_MAX];	/* protected by lock */
 	int npool;			/* protected by lock */
 	int down;			/* protected by lock: the last operation gave up */
-	int stopping;			/* protected by lock: http_stop was called */
+	int stopping;			/* atomic: http_stop was called (read on every
+					 * progress callback, so no lock) */
 	uint64_t last_probe;		/* protected by lock: ms, when down */
 };
 
@@ -166,17 +167,12 @@ int http_down(struct http *h)
 
 static int stopping(struct http *h)
 {
-	pthread_mutex_lock(&h->lock);
-	int s = h->stopping;
-	pthread_mutex_unlock(&h->lock);
-	return s;
+	return __atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE);
 }
 
 void http_stop(struct http *h)
 {
-	pthread_mutex_lock(&h->lock);
-	h->stopping = 1;
-	pthread_mutex_unlock(&h->lock);
+	__atomic_store_n(&h->stopping, 1, __ATOMIC_RELEASE);
 }
 
 /* Sleeps ms, waking early when the layer is stopped. */
@@ -364,7 +360,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 
 	memset(resp, 0, sizeof(*resp));
 	pthread_mutex_lock(&h->lock);
-	if (h->stopping) {
+	if (stopping(h)) {
 		skip = 1;
 	} else if (h->down) {
 		if (start - h->last_probe < HTTP_PROBE_MS) {

@@ -116,8 +116,9 @@ struct cache {
 
 	int lease_mode;			/* lease.c: 1 leases work, 0 untried, -1 not here */
 
-	/* meta.c: listings, records and stats. meta_lock is taken with no other cache
-	 * lock held, and nothing is taken under it but the listing refs it guards. */
+	/* meta.c: listings, records and stats. meta_lock is taken with no other lock
+	 * held, and no other layer's lock is taken under it (the store's state is asked
+	 * before). */
 	pthread_mutex_t meta_lock;
 	pthread_cond_t meta_cond;	/* a refresh ended, or a disk copy was read */
 	pthread_cond_t meta_work;	/* the refreshers' queue has work, or stopping */

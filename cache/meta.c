@@ -423,7 +423,7 @@ static void meta_from_disk(struct cache *c, struct cache_meta *m)
  * store answered or failed (m->last_err). A stat ("S") always asks; returns 1 when a
  * refresh ended meanwhile (its answer is in m), 0 when none came in time.
  */
-static int meta_settle(struct cache *c, struct cache_meta *m)
+static int meta_settle(struct cache *c, struct cache_meta *m, int store_down)
 {
 	int is_stat = m->name[0] == 'S';
 	unsigned seen = m->answers;
@@ -452,7 +452,7 @@ static int meta_settle(struct cache *c, struct cache_meta *m)
 			continue;
 		}
 		uint64_t until = m->fetch_started + CACHE_STALE_WAIT_MS;
-		if (cache_now_ms() >= until || blob_down(c->store))
+		if (cache_now_ms() >= until || store_down)
 			return 0; /* answer from the copy; the refresh goes on */
 		wait_until(c, until);
 	}
@@ -470,6 +470,8 @@ static struct cache_meta *meta_begin(struct cache *c, char kind, const char *key
 		*err = -ENAMETOOLONG;
 		return NULL;
 	}
+	/* asked before the lock: the meta lock is held across no other layer's lock */
+	int down = blob_down(c->store);
 	pthread_mutex_lock(&c->meta_lock);
 	m = meta_get(c, name);
 	if (!m) {
@@ -479,7 +481,7 @@ static struct cache_meta *meta_begin(struct cache *c, char kind, const char *key
 	}
 	if (immutable)
 		m->immutable = 1;
-	*answered = meta_settle(c, m);
+	*answered = meta_settle(c, m, down);
 	*err = 0;
 	return m;
 }
@@ -490,10 +492,13 @@ static void meta_end(struct cache *c, struct cache_meta *m)
 	pthread_mutex_unlock(&c->meta_lock);
 }
 
-/* What a reader with no copy gets when the store did not answer. */
-static int failed(const struct cache_meta *m)
+/* What a settled listing or record answers: 0 (a value to copy out), -ENOENT, or
+ * for a reader with no copy, how the store failed. */
+static int meta_result(const struct cache_meta *m)
 {
-	return m->last_err ? m->last_err : -EIO;
+	if (!m->loaded)
+		return m->last_err ? m->last_err : -EIO;
+	return m->missing ? -ENOENT : 0;
 }
 
 /* ---- the interface ---- */
@@ -506,11 +511,8 @@ int cache_list(struct cache *c, const char *prefix, struct cache_listing **out)
 	*out = NULL;
 	if (!m)
 		return ret;
-	if (!m->loaded) {
-		ret = failed(m);
-	} else if (m->missing) {
-		ret = -ENOENT;
-	} else {
+	ret = meta_result(m);
+	if (ret == 0) {
 		m->listing->refs++;
 		*out = m->listing;
 	}
@@ -527,13 +529,10 @@ int cache_record(struct cache *c, const char *key, int immutable, char **data, s
 	*len = 0;
 	if (!m)
 		return ret;
-	if (!m->loaded) {
-		ret = failed(m);
-	} else if (m->missing) {
-		ret = -ENOENT;
-	} else if (!(*data = malloc(m->len + 1))) {
+	ret = meta_result(m);
+	if (ret == 0 && !(*data = malloc(m->len + 1))) {
 		ret = -ENOMEM;
-	} else {
+	} else if (ret == 0) {
 		memcpy(*data, m->data, m->len);
 		(*data)[m->len] = '\0';
 		*len = m->len;

@@ -218,3 +218,26 @@ def test_a_second_mount_over_a_used_cache_folder_is_refused(make_mount, tmp_path
     first.log_fh.close()
     second = make_mount(store, cache_dir=first.cache_dir, name="second")
     assert read(second / "runs/e/r/a.txt") == b"a\n"
+
+
+def test_unmount_does_not_wait_out_a_stalled_store(proxy, via, make_mount):
+    """Requests waiting on a store that never answers are abandoned at unmount: the
+    daemon exits (and frees its cache folder) long before the 60 s deadline."""
+    lay_out(via)
+    m = make_mount(via, "--ttl", "1")
+    lists = learn(m)
+    rule = proxy.fail_always("stall", seconds=600, where="headers")
+    time.sleep(1.5)
+    drop_kernel_caches()
+    assert sorted(os.listdir(m / "runs/e")) == lists["runs/e"]  # starts a refresh
+    wait_for(lambda: rule.injected >= 1, 10, "a request to stall")
+    subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
+    t0 = time.monotonic()
+    assert m.proc.wait(timeout=TIMEOUT / 4) == 0
+    assert time.monotonic() - t0 < TIMEOUT / 4
+    m.proc = None
+    m.log_fh.close()
+    proxy.clear(rule)
+    # the folder is free again at once
+    again = make_mount(via, cache_dir=m.cache_dir, name="again")
+    assert read(again / "runs/e/r1/model.pth") == FILES["runs/e/r1/model.pth"]
