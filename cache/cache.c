@@ -214,7 +214,18 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	c->ttl = cfg->ttl;
 	c->nworkers = cfg->workers > CACHE_MAX_WORKERS ? CACHE_MAX_WORKERS : cfg->workers;
 	c->readahead = cfg->readahead;
+	uint64_t mem_bytes = cfg->mem_bytes ? cfg->mem_bytes : CACHE_DEFAULT_MEM_BYTES;
+	c->mem_max = (unsigned)(mem_bytes / c->chunk_size);
+	if (c->mem_max < CACHE_MEM_MIN)
+		c->mem_max = CACHE_MEM_MIN;
+	c->mems = calloc(c->mem_max, sizeof(*c->mems));
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->write_work, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->mem_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&c->cond, NULL);
 	pthread_cond_init(&c->work, NULL);
 	pthread_cond_init(&c->hash_work, NULL);
@@ -224,7 +235,7 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	c->started_wall = time(NULL);
 	c->holder = cfg->holder ? strdup(cfg->holder) : NULL;
 	c->lease_mode = -1; /* until cache_start */
-	if (!c->dir || !c->chunks || cache_metas_init(c, cfg->meta_bytes) < 0 ||
+	if (!c->dir || !c->chunks || !c->mems || cache_metas_init(c, cfg->meta_bytes) < 0 ||
 	    (cfg->holder && !c->holder)) {
 		ret = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
@@ -280,8 +291,16 @@ int cache_start(struct cache *c)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (; c->started < c->nworkers; c->started++) {
 		ret = -pthread_create(&c->workers[c->started], NULL, cache_worker, c);
+		if (ret == 0)
+			pthread_setname_np(c->workers[c->started], "afs-prefetch");
 		if (ret < 0)
 			break;
+	}
+	if (ret == 0 && !c->writer_started) {
+		ret = -pthread_create(&c->writer, NULL, cache_writer, c);
+		if (ret == 0)
+			pthread_setname_np(c->writer, "afs-writer");
+		c->writer_started = ret == 0;
 	}
 	if (ret == 0)
 		ret = cache_metas_start(c);
@@ -289,6 +308,8 @@ int cache_start(struct cache *c)
 		c->hash_buf = malloc(HASH_PIECE);
 		ret = c->hash_buf ? -pthread_create(&c->hasher, NULL, cache_hasher, c) : -ENOMEM;
 		c->hasher_started = ret == 0;
+		if (ret == 0)
+			pthread_setname_np(c->hasher, "afs-hasher");
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret == 0) {
@@ -310,11 +331,13 @@ void cache_destroy(struct cache *c)
 	c->stopping = 1;
 	pthread_cond_broadcast(&c->work);
 	pthread_cond_broadcast(&c->hash_work);
+	pthread_cond_broadcast(&c->mem_cond);
 	pthread_mutex_unlock(&c->lock);
 	for (unsigned i = 0; i < c->started; i++)
 		pthread_join(c->workers[i], NULL);
 	if (c->hasher_started)
 		pthread_join(c->hasher, NULL);
+	cache_writer_stop(c); /* what was fetched is written first */
 	while (c->hash_head) {
 		struct cache_file *f = c->hash_head;
 		c->hash_head = f->hash_next;
@@ -327,6 +350,10 @@ void cache_destroy(struct cache *c)
 	}
 	if (c->chunks)
 		cache_chunks_free(c);
+	if (c->mems)
+		cache_mems_free(c);
+	pthread_cond_destroy(&c->write_work);
+	pthread_cond_destroy(&c->mem_cond);
 	pthread_cond_destroy(&c->work);
 	pthread_cond_destroy(&c->hash_work);
 	free(c->hash_buf);
@@ -349,5 +376,6 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	pthread_mutex_lock(&c->lock);
 	*out = c->stats;
+	out->mem_bytes = (uint64_t)c->nmems * c->chunk_size;
 	pthread_mutex_unlock(&c->lock);
 }

@@ -51,6 +51,7 @@ struct cache_config {
 	unsigned workers;	/* prefetch threads; 0 = none */
 	unsigned readahead;	/* most chunks prefetched ahead of a sequential reader */
 	uint64_t meta_bytes;	/* bound on listings and records in memory; 0 = default */
+	uint64_t mem_bytes;	/* bound on chunk bytes held in memory; 0 = default */
 	const char *holder;	/* names the user of the folder (a mount point), for
 				 * the refusal of a second one; NULL = none */
 };
@@ -58,6 +59,11 @@ struct cache_config {
 /* Listings and records in memory, by default: a folder of about 250,000 entries, or
  * many smaller ones; what is dropped is read again from disk when asked for. */
 #define CACHE_DEFAULT_META_BYTES (64ull << 20)
+/* Chunks in memory while they are fetched and written, and after while there is room:
+ * eight 8 MiB chunks, enough for a sequential reader's prefetch window. At least
+ * CACHE_MEM_MIN chunks whatever the bound. */
+#define CACHE_DEFAULT_MEM_BYTES (64ull << 20)
+#define CACHE_MEM_MIN 4
 /* How long a reader of a stale copy waits for its refresh before taking the copy. */
 #define CACHE_STALE_WAIT_MS 1000
 
@@ -138,7 +144,9 @@ struct cache_span {
 	int fd;			/* borrowed: do not close */
 	uint64_t off;		/* where the piece starts in the file */
 	size_t len;
+	const char *mem;	/* the piece's bytes when they are in memory, else NULL */
 	void *hold;
+	int in_mem;		/* held in the cache's memory (fd is a memfd) */
 };
 
 /*
@@ -154,6 +162,10 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 /* Gives back a span once its bytes are sent. */
 void cache_span_release(struct cache *c, const struct cache_span *sp);
 
+/* Drops the chunks held in memory that no reader uses (their bytes stay on disk) and
+ * gives that memory back. Cannot fail. */
+void cache_mem_trim(struct cache *c);
+
 /* ---- figures, for tests and stats ---- */
 struct cache_stats {
 	uint64_t fetches;	/* ranged reads sent to the store for chunks */
@@ -162,6 +174,7 @@ struct cache_stats {
 	uint64_t chunks;	/* chunk files on disk */
 	uint64_t damaged;	/* chunk files found damaged and dropped */
 	uint64_t evicted;
+	uint64_t mem_bytes;	/* chunk buffers in memory (mem.c) */
 };
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 

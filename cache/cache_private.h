@@ -28,15 +28,43 @@ struct cache_blob {
 
 enum chunk_state { CHUNK_ABSENT, CHUNK_FETCHING, CHUNK_PRESENT };
 
-/* One chunk the cache knows of: on disk, being fetched, or held by a reader. All
- * fields are protected by cache->lock. */
+struct cache_chunk;
+
+/*
+ * A chunk's bytes in memory (mem.c). A fetch fills one as the store's answer arrives,
+ * in order; readers are served from it as far as it is filled, without waiting for
+ * the rest or for the disk; the writer thread then writes it to the chunk file with
+ * direct I/O (no copy through the page cache), and it stays attached to its chunk
+ * until the pool needs it for another. Bytes below filled never change while the
+ * buffer is attached to a chunk or referenced. The bytes live in a memfd, so a reply
+ * can splice them to the kernel like a chunk file's. All fields are protected by
+ * cache->lock.
+ */
+struct cache_mem {
+	struct cache_mem *prev, *next;	/* the idle list (refs 0, not busy): head = used last */
+	struct cache_chunk *chunk;	/* whose bytes these are; NULL: free */
+	int fd;				/* the memfd */
+	char *buf;			/* its mapping, chunk_size bytes */
+	uint64_t len;			/* the chunk's length */
+	uint64_t filled;		/* bytes arrived, from 0 */
+	uint64_t want;			/* the fewest bytes a waiting reader needs, 0 none:
+					 * readers are woken when filled reaches it */
+	int busy;			/* being filled or written to disk */
+	int refs;			/* readers using its bytes outside the lock */
+	int idle;			/* on the idle list */
+	int consumed;			/* a reader has had its last byte: it goes when idle */
+};
+
+/* One chunk the cache knows of: on disk, being fetched, in memory, or held by a
+ * reader. All fields are protected by cache->lock. */
 struct cache_chunk {
 	struct cache_chunk *hnext;	/* hash chain */
 	struct cache_chunk *prev, *next; /* LRU list of PRESENT chunks, head = newest */
 	char hex[CACHE_HEX_LEN + 1];
 	uint64_t index;
 	enum chunk_state state;
-	int refs;			/* readers inside chunk code */
+	int refs;			/* readers inside chunk code, and its fetch */
+	struct cache_mem *mem;		/* its bytes in memory, or NULL */
 	unsigned gen;			/* fetches finished */
 	int err;			/* how the last fetch failed, or 0 */
 	uint64_t disk_bytes;		/* size of the chunk file when PRESENT */
@@ -78,9 +106,14 @@ struct cache_meta {
 struct cache_job {
 	struct cache_blob *blob;	/* one ref held by the job */
 	uint64_t index;
+	unsigned count;			/* chunks from index, fetched with one ranged read */
 };
 
 #define CACHE_QUEUE_MAX 256
+/* Most chunks one ranged read fetches: 64 MiB, so a sequential reader's bytes come in
+ * a few large answers (Azurite spends about 30 ms on each request besides the bytes)
+ * and two of them overlap within the default readahead of 16 chunks. */
+#define CACHE_RUN_MAX 8
 /* Threads that refresh listings and records in the background: each may wait out a
  * store's deadline, so a few, and readers of copies never wait for them. */
 #define CACHE_REFRESHERS 4
@@ -94,7 +127,8 @@ struct cache {
 	unsigned ttl, nworkers, readahead;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;		/* a chunk or meta fetch finished */
+	pthread_cond_t cond;		/* a chunk fetch grew or finished, or writes done */
+	unsigned chunk_waiters;		/* readers waiting on cond for a chunk's bytes */
 	/* protected by lock: */
 	struct cache_chunk **chunks;	/* hash table */
 	size_t nbuckets, nchunks;
@@ -115,6 +149,19 @@ struct cache {
 	char *hash_buf;			/* the hasher's, HASH_PIECE bytes */
 
 	int lease_mode;			/* lease.c: 1 leases work, 0 untried, -1 not here */
+
+	/* mem.c: the pool of chunk buffers, under lock */
+	struct cache_mem **mems;	/* every buffer made, at most mem_max */
+	unsigned nmems, mem_max, mem_making;
+	struct cache_mem *idle_head, *idle_tail;
+	pthread_cond_t mem_cond;	/* a buffer went idle (monotonic clock) */
+	int direct_io;			/* 1 chunk files take O_DIRECT, 0 untried, -1 not */
+	/* fetch.c: the writer of chunk files, under lock */
+	struct cache_write *write_head, *write_tail;
+	pthread_cond_t write_work;	/* a chunk to write, or stopping */
+	pthread_t writer;
+	int writer_started, writer_stopping;
+	unsigned writes;		/* handed to the writer and not yet done */
 
 	/* meta.c: listings, records and stats. meta_lock is taken with no other lock
 	 * held, and no other layer's lock is taken under it (the store's state is asked
@@ -184,11 +231,44 @@ void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
 int cache_write_file(struct cache *c, const char *path, const void *data, size_t len,
 		     int durable);
 
-/* chunk.c: the chunk table (see chunk.c's head comment). cache_chunk_find wants
- * cache->lock held; cache_chunk_access takes it itself. */
+/*
+ * chunk.c: the chunk table (see chunk.c's head comment). cache_chunk_find,
+ * cache_chunk_get and cache_chunk_put want cache->lock held; the others take it.
+ *
+ * Each way of using a chunk has its own function:
+ * - cache_chunk_ready waits until bytes [0, end) of the chunk can be read (in memory
+ *   or in a verified file), fetching it when nobody is: the one that waits on the
+ *   store, with no lease held;
+ * - cache_chunk_span hands over [coff, coff+n) as a span, never waiting: -EAGAIN when
+ *   the chunk is not ready any more (a caller's next round makes it ready again);
+ *   with consume, a span that reaches the chunk's end lets its buffer go once idle
+ *   (the bytes stay on disk): a reader that will not come back, unlike the hasher;
+ * - cache_chunk_copy copies bytes out (ready, then a copy);
+ * - cache_chunk_prefetch fetches runs of absent chunks with one ranged read each,
+ *   and verifies present ones ahead of a reader (the workers').
+ */
 struct cache_chunk *cache_chunk_find(struct cache *c, const char *hex, uint64_t index);
-int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
-		       uint64_t coff, size_t n, struct cache_span *span);
+struct cache_chunk *cache_chunk_get(struct cache *c, const char *hex, uint64_t index);
+void cache_chunk_put(struct cache *c, struct cache_chunk *ch);
+uint64_t cache_chunk_len(const struct cache *c, const struct cache_blob *b, uint64_t index);
+int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t end);
+int cache_chunk_span(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t coff,
+		     size_t n, int consume, struct cache_span *sp);
+int cache_chunk_copy(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
+		     uint64_t coff, size_t n, int consume);
+void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
+			  unsigned count);
+/* Makes a chunk that a fetch left PRESENT on disk or ABSENT (keeping only memory)
+ * known to the table: accounting, LRU, eviction. Under cache->lock. */
+void cache_chunk_stored(struct cache *c, struct cache_chunk *ch, const struct stat *st,
+			int checked);
+/* Writes a chunk file: bytes, trailer, fixed mtime, rename into place, identity (see
+ * chunk.c). fd is a temp file in DIR/tmp named tmp, open for writing; closed here. */
+int cache_chunk_commit(struct cache *c, int fd, const char *tmp, const struct cache_blob *b,
+		       uint64_t index, const char *data, uint64_t len, uint32_t crc,
+		       struct stat *st, int *checked);
+/* Evicts until need more bytes fit (a disk found full). Takes cache->lock. */
+void cache_chunks_make_room(struct cache *c, uint64_t need);
 int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
 void *cache_worker(void *arg);
@@ -201,6 +281,29 @@ void cache_blob_unref(struct cache *c, struct cache_blob *b);
 void cache_lease_start(struct cache *c);
 int cache_lease_open(struct cache *c, const char *path, int *fd);
 
+/* mem.c (see struct cache_mem). cache_mem_get: a buffer for ch's bytes, attached to
+ * ch and busy, waiting for one when the pool has none to spare; patient (a prefetch)
+ * first waits a while for readers to be done with the chunks fetched ahead of them
+ * before it takes one nobody has read. NULL when stopping or out of memory. cache_mem_ref/unref around a use of its bytes outside the lock;
+ * cache_mem_done ends its fetch (busy), cache_mem_detach takes it from its chunk. All
+ * under cache->lock (cache_mem_get drops it while it makes a buffer). */
+struct cache_mem *cache_mem_get(struct cache *c, struct cache_chunk *ch, uint64_t len,
+				int patient);
+void cache_mem_ref(struct cache *c, struct cache_mem *m);
+void cache_mem_unref(struct cache *c, struct cache_mem *m);
+void cache_mem_done(struct cache *c, struct cache_mem *m);
+void cache_mem_detach(struct cache *c, struct cache_mem *m);
+void cache_mems_free(struct cache *c);
+
+/* fetch.c: fetches count chunks from index that the caller has claimed (FETCHING,
+ * one ref each, which the fetch hands back) with one ranged read into memory buffers,
+ * readers served as bytes arrive; each whole chunk goes to the writer. 0 or -errno. */
+int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count,
+		    int patient);
+void *cache_writer(void *arg);
+/* Stops the writer, writing what it was given first. */
+void cache_writer_stop(struct cache *c);
+
 /* hash.c (see its head comment). cache_hash_note records a read of [off, off+len)
  * and, when that read completes the file, waits for the verdict: 0, -EBADMSG on a
  * mismatch, or -errno when the hash could not be finished. cache_hash_failed: whether
@@ -209,6 +312,8 @@ int cache_lease_open(struct cache *c, const char *path, int *fd);
 void *cache_hasher(void *arg);
 int cache_hash_note(struct cache_file *f, uint64_t off, size_t len);
 int cache_hash_failed(struct cache_file *f);
+/* Whether f's bytes are still to be hashed (the hasher will read them). */
+int cache_hash_pending(struct cache_file *f);
 /* Drops a reference to an open file; the last one frees it. */
 void cache_file_unref(struct cache_file *f);
 

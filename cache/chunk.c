@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define CHUNK_MAGIC "AFSCHNK1"
@@ -80,7 +81,7 @@ static void chunk_grow(struct cache *c)
 	free(old);
 }
 
-static struct cache_chunk *chunk_get(struct cache *c, const char *hex, uint64_t index)
+struct cache_chunk *cache_chunk_get(struct cache *c, const char *hex, uint64_t index)
 {
 	struct cache_chunk *ch = cache_chunk_find(c, hex, index);
 	size_t b;
@@ -180,9 +181,9 @@ static void chunk_drop(struct cache *c, struct cache_chunk *ch)
 	ch->state = CHUNK_ABSENT;
 }
 
-static void chunk_put(struct cache *c, struct cache_chunk *ch)
+void cache_chunk_put(struct cache *c, struct cache_chunk *ch)
 {
-	if (ch->refs == 0 && ch->state == CHUNK_ABSENT)
+	if (ch->refs == 0 && ch->state == CHUNK_ABSENT && !ch->mem)
 		chunk_unhash(c, ch);
 }
 
@@ -204,7 +205,7 @@ static void chunk_evict(struct cache *c, uint64_t limit)
 			unlink(path);
 			chunk_drop(c, ch);
 			c->stats.evicted++;
-			chunk_put(c, ch);
+			cache_chunk_put(c, ch);
 		}
 		ch = prev;
 	}
@@ -212,7 +213,7 @@ static void chunk_evict(struct cache *c, uint64_t limit)
 
 /* ---- chunk files ---- */
 
-static uint64_t chunk_len(const struct cache *c, const struct cache_blob *b, uint64_t index)
+uint64_t cache_chunk_len(const struct cache *c, const struct cache_blob *b, uint64_t index)
 {
 	uint64_t start = index * c->chunk_size;
 	uint64_t left = b->size - start;
@@ -235,13 +236,17 @@ static int read_full(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
-/* Checks a chunk file against its trailer. -EBADMSG when damaged. */
+/*
+ * Checks a chunk file against its trailer. -EBADMSG when damaged. The bytes are
+ * looked at where the page cache holds them (a mapping), not copied out: the check
+ * of a warm chunk costs its read from disk and the CRC, which the page cache then
+ * serves to the reader.
+ */
 static int chunk_verify(int fd, const struct stat *st, const char *hex, uint64_t index,
 			uint64_t len)
 {
 	struct chunk_trailer t;
-	char buf[1 << 16];
-	uint32_t crc = 0;
+	uint32_t crc;
 	int ret;
 
 	if ((uint64_t)st->st_size != len + sizeof(t))
@@ -252,61 +257,28 @@ static int chunk_verify(int fd, const struct stat *st, const char *hex, uint64_t
 	if (memcmp(t.magic, CHUNK_MAGIC, 8) != 0 || t.len != len || t.index != index ||
 	    memcmp(t.id, hex, CACHE_HEX_LEN) != 0)
 		return -EBADMSG;
-	for (uint64_t off = 0; off < len;) {
-		size_t n = len - off < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
-		ret = read_full(fd, buf, n, (off_t)off);
-		if (ret < 0)
-			return ret;
-		crc = cache_crc32c(crc, buf, n);
-		off += n;
-	}
+	if (len == 0)
+		return t.crc == 0 ? 0 : -EBADMSG;
+	void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	madvise(map, len, MADV_SEQUENTIAL);
+	madvise(map, len, MADV_WILLNEED);
+	crc = cache_crc32c(0, map, len);
+	munmap(map, len);
 	return crc == t.crc ? 0 : -EBADMSG;
 }
 
-static int write_full(int fd, const void *buf, size_t len)
+static int pwrite_full(int fd, const void *buf, size_t len, off_t off)
 {
 	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, (const char *)buf + done, len - done);
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
 		done += (size_t)n;
 	}
-	return 0;
-}
-
-/* The sink of a chunk fetch: bytes go straight to the temp file, so memory use does
- * not grow with the chunk size. */
-struct file_sink {
-	int fd;
-	uint32_t crc;
-	uint64_t len;
-	int disk_err;		/* the local disk failed (not the store) */
-};
-
-static int file_put(void *ctx, const void *data, size_t len)
-{
-	struct file_sink *f = ctx;
-	int ret;
-
-	if (!data) {
-		/* the store's answer restarts: drop what came so far */
-		f->crc = 0;
-		f->len = 0;
-		if (ftruncate(f->fd, 0) < 0 || lseek(f->fd, 0, SEEK_SET) < 0) {
-			f->disk_err = -errno;
-			return f->disk_err;
-		}
-		return 0;
-	}
-	ret = write_full(f->fd, data, len);
-	if (ret < 0) {
-		f->disk_err = ret;
-		return ret;
-	}
-	f->crc = cache_crc32c(f->crc, data, len);
-	f->len += len;
 	return 0;
 }
 
@@ -330,64 +302,56 @@ static int chunk_settle(struct cache *c, const char *path, const struct stat *pr
 	return ok;
 }
 
-/*
- * Fetches chunk index of b into its file (temp file, trailer, rename) and fills in
- * the identity of the file written; *checked says whether that identity is sure
- * (else the file must be verified before use). *disk_err tells a failure of the
- * local disk (full, read-only) from one of the store.
- */
-static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t index,
-		       uint64_t len, struct stat *st, int *checked, int *disk_err)
+int cache_chunk_commit(struct cache *c, int fd, const char *tmp, const struct cache_blob *b,
+		       uint64_t index, const char *data, uint64_t len, uint32_t crc,
+		       struct stat *st, int *checked)
 {
 	struct stat pre;
-	struct file_sink fs = { .fd = -1 };
 	struct chunk_trailer t;
-	char tmp[PATH_MAX], path[PATH_MAX];
-	ssize_t got;
-	int ret, renamed = 0;
+	char path[PATH_MAX];
+	/* direct I/O takes whole 4 KiB blocks from an aligned buffer: the body but the
+	 * last chunk's tail; the rest through the page cache */
+	uint64_t whole = len & ~(uint64_t)4095;
+	int flags = fcntl(fd, F_GETFL);
+	int ret = 0, renamed = 0;
 
-	*disk_err = 0;
 	*checked = 0;
-	snprintf(tmp, sizeof(tmp), "%s/tmp/chunk.XXXXXX", c->dir);
-	fs.fd = mkstemp(tmp);
-	if (fs.fd < 0) {
-		*disk_err = 1;
-		return -errno;
-	}
-	got = blob_read_to(c->store, b->key, b->etag, index * c->chunk_size, len, file_put, &fs);
-	if (got >= 0 && ((uint64_t)got != len || fs.len != len))
-		got = -ESTALE; /* shorter than its version said: not that version any more */
-	ret = got < 0 ? (int)got : 0;
+	if (!(flags & O_DIRECT))
+		whole = 0;
+	if (whole > 0)
+		ret = pwrite_full(fd, data, (size_t)whole, 0);
+	if (ret == 0 && (flags & O_DIRECT) && fcntl(fd, F_SETFL, flags & ~O_DIRECT) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = pwrite_full(fd, data + whole, (size_t)(len - whole), (off_t)whole);
 	if (ret == 0) {
 		memcpy(t.magic, CHUNK_MAGIC, 8);
-		t.crc = fs.crc;
+		t.crc = crc;
 		t.len = (uint32_t)len;
 		t.index = index;
 		memcpy(t.id, b->hex, CACHE_HEX_LEN);
-		ret = write_full(fs.fd, &t, sizeof(t));
-		if (ret < 0)
-			fs.disk_err = ret;
+		ret = pwrite_full(fd, &t, sizeof(t), (off_t)len);
 	}
 	if (ret == 0) {
 		struct timespec ts[2] = { { 0, UTIME_NOW }, chunk_mtime };
-		if (futimens(fs.fd, ts) < 0)
-			ret = fs.disk_err = -errno;
+		if (futimens(fd, ts) < 0)
+			ret = -errno;
 	}
 	if (ret == 0) {
 		chunk_path(c, b->hex, index, path, sizeof(path));
 		char *slash = strrchr(path, '/');
 		*slash = '\0';
 		if (mkdir(path, 0700) < 0 && errno != EEXIST)
-			ret = fs.disk_err = -errno;
+			ret = -errno;
 		*slash = '/';
 		if (ret == 0 && rename(tmp, path) < 0)
-			ret = fs.disk_err = -errno;
+			ret = -errno;
 		renamed = ret == 0;
-		if (ret == 0 && fstat(fs.fd, &pre) < 0)
-			ret = fs.disk_err = -errno;
+		if (ret == 0 && fstat(fd, &pre) < 0)
+			ret = -errno;
 	}
-	if (close(fs.fd) < 0 && ret == 0)
-		ret = fs.disk_err = -errno;
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
 	/* the identity after the rename (which changes ctime) is the one kept */
 	if (ret == 0)
 		*checked = chunk_settle(c, path, &pre, st);
@@ -395,23 +359,53 @@ static int chunk_fetch(struct cache *c, const struct cache_blob *b, uint64_t ind
 		unlink(path);
 	if (ret < 0)
 		unlink(tmp);
-	*disk_err = fs.disk_err != 0;
 	return ret;
 }
 
+void cache_chunk_stored(struct cache *c, struct cache_chunk *ch, const struct stat *st,
+			int checked)
+{
+	ch->err = 0;
+	ch->gen++;
+	if (!st) {
+		ch->state = CHUNK_ABSENT; /* in memory only, while its buffer lasts */
+		pthread_cond_broadcast(&c->cond);
+		return;
+	}
+	ch->state = CHUNK_PRESENT;
+	ch->disk_bytes = (uint64_t)st->st_size;
+	if (checked)
+		remember_file(ch, st);
+	else
+		ch->verified = 0;
+	ch->touched = time(NULL);
+	lru_push(c, ch);
+	c->stats.disk_bytes += ch->disk_bytes;
+	c->stats.chunks++;
+	chunk_evict(c, c->max_bytes);
+	pthread_cond_broadcast(&c->cond);
+}
+
+void cache_chunks_make_room(struct cache *c, uint64_t need)
+{
+	pthread_mutex_lock(&c->lock);
+	chunk_evict(c, c->stats.disk_bytes > need ? c->stats.disk_bytes - need : 0);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /*
- * Reads n bytes at coff of a PRESENT chunk's file into dst, verifying the file first
- * unless it is the one verified before; with fd_out, reads nothing and hands over
- * the open file instead, leased (cache_span_release closes it). Where leases do not
- * work, fd_out gets -EAGAIN: only a copy read at once is safe there. -EBADMSG or
- * -ENOENT: the file must be fetched again.
+ * Checks a PRESENT chunk's file unless it is the one verified before, and then reads
+ * n bytes at coff of it into dst, or (fd_out) hands over the open file, leased
+ * (cache_span_release closes it), or (neither) only leaves it checked and in the
+ * page cache. Where leases do not work, fd_out gets -EAGAIN: only a copy read at once
+ * is safe there. -EBADMSG or -ENOENT: the file must be fetched again.
  */
 static int chunk_use(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b,
 		     char *dst, uint64_t coff, size_t n, int *fd_out)
 {
 	char path[PATH_MAX];
 	struct stat st;
-	uint64_t len = chunk_len(c, b, ch->index);
+	uint64_t len = cache_chunk_len(c, b, ch->index);
 	int fd, ret, known, leased;
 	time_t now = time(NULL);
 
@@ -467,151 +461,267 @@ out:
 	return ret;
 }
 
-void cache_span_release(struct cache *c, const struct cache_span *sp)
+/* A chunk's file was found damaged (-EBADMSG) or gone (-ENOENT) by a use that began
+ * at fetch generation gen: drop it, unless another reader has fetched it again since
+ * (then its file is a new one). Under cache->lock. */
+static void chunk_damaged(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b,
+			  unsigned gen, int err)
 {
-	struct cache_chunk *ch = sp->hold;
+	char path[PATH_MAX];
 
-	close(sp->fd); /* and with it the lease */
-	pthread_mutex_lock(&c->lock);
-	ch->refs--;
-	chunk_put(c, ch);
-	pthread_mutex_unlock(&c->lock);
+	if (ch->state != CHUNK_PRESENT || ch->gen != gen)
+		return;
+	chunk_path(c, b->hex, ch->index, path, sizeof(path));
+	if (err == -EBADMSG) {
+		LOG_WARN("cache chunk %s is damaged; fetching it again", path);
+		unlink(path);
+		c->stats.damaged++;
+	}
+	chunk_drop(c, ch);
 }
 
-/*
- * Makes chunk index of b present and verified, then either copies n bytes at coff of
- * it into dst, or (span) hands over its leased file and a hold on the chunk (span->fd
- * and span->hold; the caller sets off and len), or (neither: prefetch) only
- * leaves it present, verified and in the page cache. Returns 0 or -errno; with span,
- * -EAGAIN when the cache cannot keep the chunk (read it with dst instead).
- */
-int cache_chunk_access(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
-		       uint64_t coff, size_t n, struct cache_span *span)
+/* Whether bytes [0, end) of ch are in its buffer. Under cache->lock. */
+static int in_mem(const struct cache_chunk *ch, uint64_t end)
 {
-	int *fd_out = span ? &span->fd : NULL;
-	uint64_t len = chunk_len(c, b, index);
+	return ch->mem && ch->mem->filled >= end;
+}
+
+/* The chunk's file checked (or the chunk gone bad): chunk_use with no lease kept. */
+static int chunk_check(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b)
+{
+	unsigned gen = ch->gen;
+	int ret;
+
+	pthread_mutex_unlock(&c->lock);
+	ret = chunk_use(c, ch, b, NULL, 0, 0, NULL);
+	pthread_mutex_lock(&c->lock);
+	if (ret == -EBADMSG || ret == -ENOENT)
+		chunk_damaged(c, ch, b, gen, ret);
+	return ret;
+}
+
+int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t end)
+{
 	struct cache_chunk *ch;
-	int ret = 0, damaged = 0;
+	unsigned wait_gen = 0;
+	int ret = 0, damaged = 0, waited = 0;
 
 	pthread_mutex_lock(&c->lock);
-	ch = chunk_get(c, b->hex, index);
+	ch = cache_chunk_get(c, b->hex, index);
 	if (!ch) {
 		pthread_mutex_unlock(&c->lock);
 		return -ENOMEM;
 	}
 	ch->refs++;
 	for (;;) {
-		if (fd_out && ch->state != CHUNK_PRESENT) {
-			/* a span holds a lease: no waiting on the store meanwhile */
-			ret = -EAGAIN;
+		ret = 0;
+		if (in_mem(ch, end))
 			break;
-		}
-		if (ch->state == CHUNK_FETCHING) {
-			/* a reader that waited on a fetch shares its failure rather than
-			 * asking the failing store once more itself */
-			unsigned gen = ch->gen;
-			while (ch->state == CHUNK_FETCHING)
-				pthread_cond_wait(&c->cond, &c->lock);
-			if (ch->state == CHUNK_ABSENT && ch->gen != gen && ch->err) {
-				ret = ch->err;
-				break;
-			}
-			continue;
-		}
 		if (ch->state == CHUNK_PRESENT) {
 			lru_remove(c, ch);
 			lru_push(c, ch);
-			if (!dst && !fd_out && ch->verified)
+			if (ch->verified)
 				break;
-			unsigned gen = ch->gen;
-			pthread_mutex_unlock(&c->lock);
-			ret = chunk_use(c, ch, b, dst, coff, n, fd_out);
-			pthread_mutex_lock(&c->lock);
-			if (ret == 0 && span) {
-				ch->refs++; /* the span's, until cache_span_release */
-				span->hold = ch;
-			}
+			ret = chunk_check(c, ch, b);
 			if (ret != -EBADMSG && ret != -ENOENT)
 				break;
-			/* damaged or removed behind our back: fetch it again, unless another
-			 * reader has already (then its file is a new one) */
-			if (ch->state == CHUNK_PRESENT && ch->gen == gen) {
-				char path[PATH_MAX];
-				chunk_path(c, b->hex, index, path, sizeof(path));
-				if (ret == -EBADMSG) {
-					LOG_WARN("cache chunk %s is damaged; fetching it again",
-						 path);
-					unlink(path);
-					c->stats.damaged++;
-				}
-				chunk_drop(c, ch);
-			}
 			if (++damaged > 3) {
 				ret = -EIO;
 				break;
 			}
 			continue;
 		}
+		if (ch->state == CHUNK_FETCHING) {
+			/* woken as its bytes arrive; a reader that waited on a fetch shares
+			 * its failure rather than asking the failing store once more */
+			if (!waited) {
+				waited = 1;
+				wait_gen = ch->gen;
+			}
+			if (ch->mem && (!ch->mem->want || end < ch->mem->want))
+				ch->mem->want = end;
+			c->chunk_waiters++;
+			pthread_cond_wait(&c->cond, &c->lock);
+			c->chunk_waiters--;
+			continue;
+		}
+		if (waited && ch->gen != wait_gen && ch->err) {
+			ret = ch->err;
+			break;
+		}
 		/* ABSENT: this thread fetches it */
 		ch->state = CHUNK_FETCHING;
+		ch->refs++; /* the fetch's */
 		pthread_mutex_unlock(&c->lock);
-
-		struct stat st;
-		int disk_err, checked;
-		ret = chunk_fetch(c, b, index, len, &st, &checked, &disk_err);
-		if (ret < 0 && disk_err) {
-			/* the cache's filesystem is full (or failing): make room for this
-			 * chunk by dropping old ones, then try once more */
-			pthread_mutex_lock(&c->lock);
-			uint64_t need = len + sizeof(struct chunk_trailer);
-			chunk_evict(c, c->stats.disk_bytes > need ? c->stats.disk_bytes - need : 0);
-			pthread_mutex_unlock(&c->lock);
-			ret = chunk_fetch(c, b, index, len, &st, &checked, &disk_err);
-		}
+		ret = cache_fetch_run(c, b, index, 1, 0);
 		pthread_mutex_lock(&c->lock);
-		if (ret == 0 || disk_err) {
-			c->stats.fetches++;
-			c->stats.fetched_bytes += len;
-		}
-		if (ret == 0) {
-			ch->state = CHUNK_PRESENT;
-			ch->disk_bytes = len + sizeof(struct chunk_trailer);
-			if (checked)
-				remember_file(ch, &st);
-			else
-				ch->verified = 0;
-			ch->touched = time(NULL);
-			lru_push(c, ch);
-			c->stats.disk_bytes += ch->disk_bytes;
-			c->stats.chunks++;
-			chunk_evict(c, c->max_bytes);
-			ch->err = 0;
-			ch->gen++;
-			pthread_cond_broadcast(&c->cond);
-			continue; /* PRESENT: read it from its file */
-		}
-		ch->state = CHUNK_ABSENT;
-		ch->err = disk_err ? 0 : ret; /* waiters fetch for themselves after a disk error */
-		ch->gen++;
-		pthread_cond_broadcast(&c->cond);
-		if (disk_err && !dst) {
-			ret = -EAGAIN;
-		} else if (disk_err) {
-			/* the cache cannot keep it: serve this read straight from the store */
-			LOG_INFO("cannot keep chunk %" PRIu64 " of %s in the cache (%s); reading "
-				 "it from the store", index, b->key, strerror(-ret));
-			pthread_mutex_unlock(&c->lock);
-			ssize_t got = blob_read(c->store, b->key, b->etag,
-						index * c->chunk_size + coff, n, dst);
-			ret = got < 0 ? (int)got : (size_t)got == n ? 0 : -ESTALE;
-			pthread_mutex_lock(&c->lock);
-		}
-		break;
+		if (ret < 0 && !in_mem(ch, end))
+			break;
 	}
 	ch->refs--;
-	chunk_put(c, ch);
+	cache_chunk_put(c, ch);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+int cache_chunk_span(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t coff,
+		     size_t n, int consume, struct cache_span *sp)
+{
+	struct cache_chunk *ch;
+	int ret;
+
+	memset(sp, 0, sizeof(*sp));
+	sp->fd = -1;
+	sp->off = coff;
+	sp->len = n;
+	pthread_mutex_lock(&c->lock);
+	ch = cache_chunk_find(c, b->hex, index);
+	if (ch && in_mem(ch, coff + n)) {
+		cache_mem_ref(c, ch->mem);
+		if (consume && coff + n == ch->mem->len)
+			ch->mem->consumed = 1;
+		sp->fd = ch->mem->fd;
+		sp->mem = ch->mem->buf + coff;
+		sp->hold = ch->mem;
+		sp->in_mem = 1;
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	if (!ch || ch->state != CHUNK_PRESENT) {
+		pthread_mutex_unlock(&c->lock);
+		return -EAGAIN; /* not ready any more: the caller's next round */
+	}
+	lru_remove(c, ch);
+	lru_push(c, ch);
+	ch->refs++;
+	unsigned gen = ch->gen;
+	pthread_mutex_unlock(&c->lock);
+	ret = chunk_use(c, ch, b, NULL, 0, 0, &sp->fd);
+	pthread_mutex_lock(&c->lock);
+	if (ret == 0) {
+		sp->hold = ch; /* and the ref, until cache_span_release */
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	if (ret == -EBADMSG || ret == -ENOENT) {
+		chunk_damaged(c, ch, b, gen, ret);
+		ret = -EAGAIN; /* the next round fetches it again */
+	}
+	sp->fd = -1;
+	ch->refs--;
+	cache_chunk_put(c, ch);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+void cache_span_release(struct cache *c, const struct cache_span *sp)
+{
+	pthread_mutex_lock(&c->lock);
+	if (sp->in_mem) {
+		cache_mem_unref(c, sp->hold);
+	} else {
+		struct cache_chunk *ch = sp->hold;
+		pthread_mutex_unlock(&c->lock);
+		close(sp->fd); /* and with it the lease */
+		pthread_mutex_lock(&c->lock);
+		ch->refs--;
+		cache_chunk_put(c, ch);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Copies from a PRESENT chunk's file, checked just before (a cache folder without
+ * leases). -EAGAIN when it is not present. */
+static int chunk_copy_file(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
+			   uint64_t coff, size_t n)
+{
+	struct cache_chunk *ch;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	ch = cache_chunk_find(c, b->hex, index);
+	if (!ch || ch->state != CHUNK_PRESENT) {
+		pthread_mutex_unlock(&c->lock);
+		return -EAGAIN;
+	}
+	ch->refs++;
+	unsigned gen = ch->gen;
+	pthread_mutex_unlock(&c->lock);
+	ret = chunk_use(c, ch, b, dst, coff, n, NULL);
+	pthread_mutex_lock(&c->lock);
+	if (ret == -EBADMSG || ret == -ENOENT)
+		chunk_damaged(c, ch, b, gen, ret);
+	ch->refs--;
+	cache_chunk_put(c, ch);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int cache_chunk_copy(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
+		     uint64_t coff, size_t n, int consume)
+{
+	for (int round = 0; round < 4; round++) {
+		struct cache_span sp;
+		int ret = cache_chunk_ready(c, b, index, coff + n);
+		if (ret < 0)
+			return ret;
+		ret = cache_chunk_span(c, b, index, coff, n, consume, &sp);
+		if (ret == 0) {
+			if (sp.in_mem)
+				memcpy(dst, sp.mem, n);
+			else
+				ret = read_full(sp.fd, dst, n, (off_t)coff);
+			cache_span_release(c, &sp);
+			return ret;
+		}
+		if (ret == -EAGAIN)
+			ret = chunk_copy_file(c, b, index, dst, coff, n);
+		if (ret != -EAGAIN && ret != -EBADMSG && ret != -ENOENT)
+			return ret;
+	}
+	return -EIO;
+}
+
+void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
+			  unsigned count)
+{
+	uint64_t i = index, end = index + count;
+
+	pthread_mutex_lock(&c->lock);
+	while (i < end && !c->stopping) {
+		struct cache_chunk *ch = cache_chunk_get(c, b->hex, i);
+		if (!ch)
+			break;
+		if (ch->state == CHUNK_ABSENT && !ch->mem) {
+			/* the run of absent chunks from here, in one ranged read */
+			unsigned n = 0;
+			while (i + n < end && n < CACHE_RUN_MAX) {
+				struct cache_chunk *k = n ? cache_chunk_get(c, b->hex, i + n) : ch;
+				if (!k || k->state != CHUNK_ABSENT || k->mem)
+					break;
+				k->state = CHUNK_FETCHING;
+				k->refs++;
+				n++;
+			}
+			pthread_mutex_unlock(&c->lock);
+			int ret = cache_fetch_run(c, b, i, n, 1);
+			if (ret < 0)
+				LOG_DEBUG("prefetch of chunks %" PRIu64 "-%" PRIu64 " of %s failed: %s",
+					  i, i + n - 1, b->key, strerror(-ret));
+			pthread_mutex_lock(&c->lock);
+			i += n;
+			continue;
+		}
+		if (ch->state == CHUNK_PRESENT && !ch->verified && !ch->mem) {
+			/* checked ahead of the reader, which also reads it from disk */
+			ch->refs++;
+			chunk_check(c, ch, b);
+			ch->refs--;
+		}
+		cache_chunk_put(c, ch);
+		i++;
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* ---- start-up scan ---- */
@@ -705,7 +815,7 @@ int cache_chunks_scan(struct cache *c)
 		qsort(all, n, sizeof(*all), scanned_cmp);
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; ret == 0 && i < n; i++) {
-		struct cache_chunk *ch = chunk_get(c, all[i].hex, all[i].index);
+		struct cache_chunk *ch = cache_chunk_get(c, all[i].hex, all[i].index);
 		if (!ch) {
 			ret = -ENOMEM;
 			break;

@@ -51,10 +51,7 @@ void *cache_worker(void *arg)
 		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
 		c->qlen--;
 		pthread_mutex_unlock(&c->lock);
-		int ret = cache_chunk_access(c, job.blob, job.index, NULL, 0, 0, NULL);
-		if (ret < 0)
-			LOG_DEBUG("prefetch of chunk %" PRIu64 " of %s failed: %s", job.index,
-				  job.blob->key, strerror(-ret));
+		cache_chunk_prefetch(c, job.blob, job.index, job.count);
 		cache_blob_unref(c, job.blob);
 		pthread_mutex_lock(&c->lock);
 	}
@@ -147,6 +144,22 @@ fail:
 	return ret;
 }
 
+/* Queues a prefetch job. Under cache->lock. */
+static void file_queue(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count)
+{
+	struct cache_job *j;
+
+	if (c->qlen >= CACHE_QUEUE_MAX)
+		return;
+	j = &c->queue[(c->qhead + c->qlen) % CACHE_QUEUE_MAX];
+	j->blob = b;
+	j->index = index;
+	j->count = count;
+	b->refs++;
+	c->qlen++;
+	pthread_cond_signal(&c->work);
+}
+
 /* Decides what to prefetch for a read of [off, off+len) and queues it. */
 static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 {
@@ -178,10 +191,17 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 		pthread_mutex_unlock(&f->lock);
 		return;
 	}
+	/* Runs as long as the window allows, up to CACHE_RUN_MAX chunks: whole runs
+	 * only (but for the blob's last chunks), so each ranged read is a large one.
+	 * The fetches themselves wait for room in the memory pool (mem.c), so a window
+	 * longer than the pool costs no memory. */
+	uint64_t run = f->window < CACHE_RUN_MAX ? f->window : CACHE_RUN_MAX;
 	from = f->scheduled > last + 1 ? f->scheduled : last + 1;
 	to = last + f->window;
 	if (to >= nchunks)
 		to = nchunks - 1;
+	if (from <= to && to + 1 < nchunks)
+		to = from + (to + 1 - from) / run * run - 1;
 	if (from <= to) {
 		f->scheduled = to + 1;
 		/* the window doubles each time the reader needs more, up to readahead */
@@ -191,18 +211,26 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 	pthread_mutex_unlock(&f->lock);
 
 	pthread_mutex_lock(&c->lock);
-	for (uint64_t i = from; i <= to && c->qlen < CACHE_QUEUE_MAX; i++) {
-		struct cache_chunk *ch = cache_chunk_find(c, b->hex, i);
-		/* absent chunks are fetched ahead; present ones not yet verified in this
-		 * run are verified ahead (which also reads them into the page cache) */
-		if (ch && (ch->state == CHUNK_FETCHING || (ch->state == CHUNK_PRESENT && ch->verified)))
+	for (uint64_t i = from; i <= to && c->qlen < CACHE_QUEUE_MAX; i += run) {
+		unsigned count = to + 1 - i < run ? (unsigned)(to + 1 - i) : (unsigned)run;
+		int absent = 0, unchecked = 0;
+		/* absent chunks are fetched ahead, a run in one ranged read; present ones
+		 * not yet verified in this mount are verified ahead (which also reads them
+		 * into the page cache), each by a worker of its own */
+		for (unsigned k = 0; k < count; k++) {
+			struct cache_chunk *ch = cache_chunk_find(c, b->hex, i + k);
+			absent += !ch || (ch->state == CHUNK_ABSENT && !ch->mem);
+			unchecked += ch && ch->state == CHUNK_PRESENT && !ch->verified && !ch->mem;
+		}
+		if (absent) {
+			file_queue(c, b, i, count);
 			continue;
-		struct cache_job *j = &c->queue[(c->qhead + c->qlen) % CACHE_QUEUE_MAX];
-		j->blob = b;
-		j->index = i;
-		b->refs++;
-		c->qlen++;
-		pthread_cond_signal(&c->work);
+		}
+		for (unsigned k = 0; unchecked && k < count; k++) {
+			struct cache_chunk *ch = cache_chunk_find(c, b->hex, i + k);
+			if (ch && ch->state == CHUNK_PRESENT && !ch->verified && !ch->mem)
+				file_queue(c, b, i + k, 1);
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 }
@@ -219,7 +247,8 @@ static int file_read_raw(struct cache_file *f, char *buf, size_t len, uint64_t o
 		size_t n = c->chunk_size - coff;
 		if (n > len - done)
 			n = len - done;
-		int ret = cache_chunk_access(c, f->blob, index, buf + done, coff, n, NULL);
+		int ret = cache_chunk_copy(c, f->blob, index, buf + done, coff, n,
+					   !cache_hash_pending(f));
 		if (ret < 0)
 			return ret;
 		done += n;
@@ -278,18 +307,27 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	/* Up to three rounds: a chunk found damaged in the second step is dropped, and
 	 * the next round fetches it again. */
 	for (int round = 0; round < 3; round++) {
-		/* First every chunk present, fetching what is missing, and the sha256
-		 * verdict when this read completes the file: waits, with no lease held. */
-		for (uint64_t i = first; i <= last; i++) {
-			ret = cache_chunk_access(c, f->blob, i, NULL, 0, 0, NULL);
+		/* First every chunk ready (in memory as far as this read needs, or in a
+		 * checked file), fetching what is missing, and the sha256 verdict when
+		 * this read completes the file: waits, with no lease held. */
+		done = 0;
+		while (done < len) {
+			uint64_t pos = off + done;
+			uint64_t index = pos / c->chunk_size, coff = pos % c->chunk_size;
+			size_t take = c->chunk_size - coff < len - done ? c->chunk_size - coff
+									: len - done;
+			ret = cache_chunk_ready(c, f->blob, index, coff + take);
 			if (ret < 0)
 				return ret;
+			done += take;
 		}
 		ret = cache_hash_note(f, off, len);
 		if (ret < 0)
 			return ret;
-		/* Then the spans, each checked and leased until the reply is written:
-		 * local work only from here. */
+		/* a file still to be hashed leaves its chunks in memory for the hasher */
+		int consume = !cache_hash_pending(f);
+		/* Then the spans, each held (a chunk file under a lease, a buffer by a
+		 * reference) until the reply is written: local work only from here. */
 		done = 0;
 		n = 0;
 		while (done < len) {
@@ -298,11 +336,9 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 			size_t take = c->chunk_size - coff;
 			if (take > len - done)
 				take = len - done;
-			ret = cache_chunk_access(c, f->blob, index, NULL, 0, 0, &spans[n]);
+			ret = cache_chunk_span(c, f->blob, index, coff, take, consume, &spans[n]);
 			if (ret < 0)
 				break;
-			spans[n].off = coff;
-			spans[n].len = take;
 			n++;
 			done += take;
 		}

@@ -40,16 +40,46 @@ void cache_file_unref(struct cache_file *f)
 	free(f);
 }
 
-static int chunk_present(struct cache *c, const struct cache_blob *b, uint64_t index)
+/* Whether bytes [0, end) of a chunk are there without a fetch: in memory or on disk. */
+static int chunk_there(struct cache *c, const struct cache_blob *b, uint64_t index,
+		       uint64_t end)
 {
 	struct cache_chunk *ch;
-	int present;
+	int there;
 
 	pthread_mutex_lock(&c->lock);
 	ch = cache_chunk_find(c, b->hex, index);
-	present = ch && ch->state == CHUNK_PRESENT;
+	there = ch && (ch->state == CHUNK_PRESENT || (ch->mem && ch->mem->filled >= end));
 	pthread_mutex_unlock(&c->lock);
-	return present;
+	return there;
+}
+
+/* Hashes n bytes at coff of a chunk: from its buffer while it is in memory (no copy),
+ * else read back into buf (HASH_PIECE bytes) a piece at a time. */
+static int hash_chunk(struct cache_file *f, uint64_t index, uint64_t coff, size_t n, char *buf)
+{
+	struct cache *c = f->cache;
+	struct cache_span sp;
+	int ret = cache_chunk_ready(c, f->blob, index, coff + n);
+
+	if (ret == 0)
+		ret = cache_chunk_span(c, f->blob, index, coff, n, 1, &sp);
+	if (ret == 0 && sp.in_mem) {
+		EVP_DigestUpdate(f->sha, sp.mem, n);
+		cache_span_release(c, &sp);
+		return 0;
+	}
+	if (ret == 0)
+		cache_span_release(c, &sp);
+	for (size_t done = 0; done < n;) {
+		size_t piece = n - done < HASH_PIECE ? n - done : HASH_PIECE;
+		ret = cache_chunk_copy(c, f->blob, index, buf, coff + done, piece, 1);
+		if (ret < 0)
+			return ret;
+		EVP_DigestUpdate(f->sha, buf, piece);
+		done += piece;
+	}
+	return 0;
 }
 
 /* Hashes on from where the hash stands, as far as it can. Only the caller that
@@ -67,14 +97,12 @@ static void file_hash_run(struct cache_file *f, char *buf)
 		if (stop)
 			return;
 		uint64_t index = off / c->chunk_size, coff = off % c->chunk_size;
-		if (!all && !chunk_present(c, f->blob, index))
-			return; /* a later read brings it */
 		size_t n = c->chunk_size - coff;
 		if (n > size - off)
 			n = (size_t)(size - off);
-		if (n > HASH_PIECE)
-			n = HASH_PIECE;
-		int ret = cache_chunk_access(c, f->blob, index, buf, coff, n, NULL);
+		if (!all && !chunk_there(c, f->blob, index, coff + n))
+			return; /* a later read brings it */
+		int ret = hash_chunk(f, index, coff, n, buf);
 		if (ret < 0) {
 			if (all) {
 				pthread_mutex_lock(&f->lock);
@@ -85,7 +113,6 @@ static void file_hash_run(struct cache_file *f, char *buf)
 			}
 			return;
 		}
-		EVP_DigestUpdate(f->sha, buf, n);
 		int state = 0;
 		if (off + n == size) {
 			unsigned char md[32];
@@ -242,4 +269,16 @@ int cache_hash_failed(struct cache_file *f)
 	state = f->hash_state;
 	pthread_mutex_unlock(&f->lock);
 	return state < 0 ? -EBADMSG : 0;
+}
+
+int cache_hash_pending(struct cache_file *f)
+{
+	int state;
+
+	if (!f->sha)
+		return 0;
+	pthread_mutex_lock(&f->lock);
+	state = f->hash_state;
+	pthread_mutex_unlock(&f->lock);
+	return state == 0;
 }

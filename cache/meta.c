@@ -645,6 +645,8 @@ int cache_metas_start(struct cache *c)
 
 	for (; c->nrefreshers < CACHE_REFRESHERS; c->nrefreshers++) {
 		ret = -pthread_create(&c->refreshers[c->nrefreshers], NULL, meta_refresher, c);
+		if (ret == 0)
+			pthread_setname_np(c->refreshers[c->nrefreshers], "afs-refresh");
 		if (ret < 0)
 			break;
 	}

@@ -39,6 +39,7 @@ stop flag and a deadline; `stop()` closes every socket and joins every thread.
 """
 import http.client
 import ipaddress
+import re
 import select
 import socket
 import struct
@@ -69,6 +70,7 @@ class Rule:
         self.kind, self.count, self.method, self.path = kind, count, method, path
         self.params = dict(params)
         self.injected = 0
+        self.stalled = 0  # stalls that have sent what comes before the stall
         self.active = True
 
     def matches(self, method, target):
@@ -84,8 +86,9 @@ class Rule:
 class Record:
     """One request the proxy saw, and what it did with it."""
 
-    def __init__(self, t, method, target, fault):
+    def __init__(self, t, method, target, fault, range_=None):
         self.t, self.method, self.target, self.fault = t, method, target, fault
+        self.range = range_  # (first, last) byte of a ranged request, else None
 
     def __repr__(self):
         return f"Record({self.t:.3f}, {self.method} {self.target}, fault={self.fault})"
@@ -198,12 +201,18 @@ class FaultProxy:
             return sum(r.count - r.injected for r in self._rules
                        if r.active and r.count is not None)
 
-    def _pick(self, method, target):
+    def _pick(self, method, target, headers=()):
+        rng = None
+        for k, v in headers:
+            m = re.fullmatch(r"bytes=(\d+)-(\d+)", v.strip()) if k.lower() in (
+                "range", "x-ms-range") else None
+            if m:
+                rng = (int(m.group(1)), int(m.group(2)))
         with self._lock:
             rule = next((r for r in self._rules if r.matches(method, target)), None)
             if rule is not None:
                 rule.injected += 1
-            rec = Record(time.monotonic(), method, target, rule.kind if rule else None)
+            rec = Record(time.monotonic(), method, target, rule.kind if rule else None, rng)
             self._records.append(rec)
             return rule, rec
 
@@ -268,7 +277,7 @@ class FaultProxy:
                 if req is None:
                     return
                 method, target, version, headers, body = req
-                rule, rec = self._pick(method, target)
+                rule, rec = self._pick(method, target, headers)
                 keep = self._handle(s, rule, method, target, headers, body)
                 wants_close = any(k.lower() == "connection" and "close" in v.lower()
                                   for k, v in headers) or version == "HTTP/1.0"
@@ -476,6 +485,7 @@ class FaultProxy:
             return True
         if kind == "stall":
             self._send(s, head + data[:cut])
+            rule.stalled += 1
             if self._client_gone_within(s, float(p.get("seconds", 20))):
                 return False
             self._send(s, data[cut:])

@@ -24,8 +24,11 @@ struct fake_store {
 	size_t n;
 	unsigned version;
 	unsigned reads, lists, stats;
+	uint64_t read_bytes;	/* delivered by reads */
 	unsigned delay_ms;
 	unsigned meta_delay_ms;
+	unsigned pieces, piece_delay_ms, restart_after;	/* fake_store_set_stream */
+	unsigned active;	/* reads delivering now */
 	int fail;
 	int pinned;
 };
@@ -144,16 +147,36 @@ static ssize_t fake_read_to(struct blob_store *s, const char *key, const char *e
 		copy = malloc(n);
 		memcpy(copy, b->data + off, n);
 		ret = (ssize_t)n;
+		f->read_bytes += n;
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (ret > 0) {
-		/* in two pieces, as a network read would arrive */
-		size_t half = (size_t)ret / 2;
-		int r = sink(ctx, copy, half);
-		if (r == 0)
-			r = sink(ctx, copy + half, (size_t)ret - half);
+		/* in pieces (two by default), as a network read would arrive */
+		pthread_mutex_lock(&f->lock);
+		unsigned pieces = f->pieces ? f->pieces : 2, pause = f->piece_delay_ms;
+		unsigned restart = f->restart_after;
+		f->active++;
+		pthread_mutex_unlock(&f->lock);
+		size_t piece = ((size_t)ret + pieces - 1) / pieces, done = 0;
+		unsigned sent = 0;
+		int r = 0;
+		while (r == 0 && done < (size_t)ret) {
+			size_t n = (size_t)ret - done < piece ? (size_t)ret - done : piece;
+			if (sent > 0 && pause)
+				usleep(pause * 1000);
+			r = sink(ctx, copy + done, n);
+			done += n;
+			if (++sent == restart && r == 0) {
+				/* the answer breaks off and comes again from the start */
+				r = sink(ctx, NULL, 0);
+				done = 0;
+			}
+		}
 		if (r < 0)
 			ret = r;
+		pthread_mutex_lock(&f->lock);
+		f->active--;
+		pthread_mutex_unlock(&f->lock);
 	}
 	free(copy);
 	return ret;
@@ -271,6 +294,29 @@ void fake_store_put(struct blob_store *s, const char *key, const void *data, siz
 FAKE_GETTER(fake_store_reads, reads)
 FAKE_GETTER(fake_store_lists, lists)
 FAKE_GETTER(fake_store_gets, stats)
+FAKE_GETTER(fake_store_active, active)
+
+void fake_store_set_stream(struct blob_store *s, unsigned pieces, unsigned delay_ms,
+			   unsigned restart_after)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	f->pieces = pieces;
+	f->piece_delay_ms = delay_ms;
+	f->restart_after = restart_after;
+	pthread_mutex_unlock(&f->lock);
+}
+
+uint64_t fake_store_read_bytes(struct blob_store *s)
+{
+	struct fake_store *f = fk(s);
+
+	pthread_mutex_lock(&f->lock);
+	uint64_t v = f->read_bytes;
+	pthread_mutex_unlock(&f->lock);
+	return v;
+}
 
 void fake_store_set_delay_ms(struct blob_store *s, unsigned ms)
 {

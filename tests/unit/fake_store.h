@@ -20,6 +20,15 @@ void fake_store_delete(struct blob_store *s, const char *key);
 unsigned fake_store_reads(struct blob_store *s);
 unsigned fake_store_lists(struct blob_store *s);
 unsigned fake_store_gets(struct blob_store *s); /* stat calls */
+/* Reads delivering their bytes right now. */
+unsigned fake_store_active(struct blob_store *s);
+/* Reads deliver their bytes in pieces (0: two), delay_ms apart; with restart_after,
+ * after that many pieces the answer starts again from its first byte (the sink is
+ * told, as blob.h says), once per read. */
+void fake_store_set_stream(struct blob_store *s, unsigned pieces, unsigned delay_ms,
+			   unsigned restart_after);
+/* Bytes the reads delivered so far. */
+uint64_t fake_store_read_bytes(struct blob_store *s);
 /* Makes blob_destroy (by a cache that owns the store) leave the store alive, so a
  * test can count its calls after the cache is gone; free it with fake_store_free. */
 void fake_store_pin(struct blob_store *s);

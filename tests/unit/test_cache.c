@@ -192,6 +192,7 @@ static void damage_and_reread(int how)
 	struct cache *c = new_cache(s, 1 << 30, 0);
 	struct cache_file *f = open_blob(c, "k", NULL);
 	CHECK_EQ(cache_file_read(f, buf, CS, 0), CS);
+	cache_mem_trim(c); /* from now on the chunk is read from its file */
 	chunk_file(0, path, sizeof(path));
 	CHECK(path[0] != '\0');
 	if (how == 0) {
@@ -489,6 +490,12 @@ static void test_span_holds_chunk_file_unchanged(void)
 	struct cache_file *f = open_blob(c, "k", NULL);
 	CHECK_EQ(cache_file_map(f, 100, 200, sp, 4, &ns), 200);
 	CHECK_EQ(ns, 1);
+	CHECK(sp[0].in_mem); /* just fetched: served from memory */
+	cache_span_release(c, &sp[0]);
+	cache_mem_trim(c);
+	CHECK_EQ(cache_file_map(f, 100, 200, sp, 4, &ns), 200);
+	CHECK_EQ(ns, 1);
+	CHECK(!sp[0].in_mem);
 	chunk_file(0, path, sizeof(path));
 	CHECK(path[0] != '\0');
 	/* while the span is out, no writer gets in */
@@ -506,8 +513,9 @@ static void test_span_holds_chunk_file_unchanged(void)
 	CHECK_EQ(pread(sp[0].fd, buf, 200, (off_t)sp[0].off), 200);
 	CHECK(memcmp(buf, data + 100, 200) == 0);
 	/* a writer that opened before the reader: the file is dropped, not served */
-	chunk_file(0, path, sizeof(path));
 	cache_span_release(c, &sp[0]);
+	cache_mem_trim(c);
+	chunk_file(0, path, sizeof(path));
 	w = open(path, O_WRONLY);
 	CHECK(w >= 0);
 	CHECK_EQ(cache_file_map(f, 100, 200, sp, 4, &ns), 200);
@@ -540,7 +548,9 @@ static void test_sequential_reader_prefetches_each_chunk_once(void)
 	CHECK(memcmp(buf, data, len) == 0);
 	cache_file_close(f);
 	cache_destroy(c); /* joins the workers */
-	CHECK_EQ(fake_store_reads(s), 12);
+	/* each byte once, in fewer reads than chunks once the reader is sequential */
+	CHECK_EQ(fake_store_read_bytes(s), len);
+	CHECK(fake_store_reads(s) < 12);
 	fake_store_free(s);
 	free(buf);
 	free(data);
@@ -565,6 +575,132 @@ static void test_random_reader_fetches_only_what_it_touches(void)
 	cache_destroy(c);
 	CHECK_EQ(fake_store_reads(s), 4);
 	fake_store_free(s);
+	free(data);
+}
+
+struct read_arg {
+	struct cache_file *f;
+	char *buf;
+	size_t len;
+	uint64_t off;
+	ssize_t got;
+};
+
+static void *reader_thread(void *arg)
+{
+	struct read_arg *r = arg;
+	r->got = cache_file_read(r->f, r->buf, r->len, r->off);
+	return NULL;
+}
+
+/* A reader is served a chunk's first bytes while the rest is still on its way, and
+ * the chunk is fetched once. */
+static void test_reader_served_as_bytes_arrive(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(CS, 31), *buf = malloc(CS), small[100];
+	fake_store_put(s, "k", data, CS);
+	fake_store_set_stream(s, 4, 400, 0); /* the last piece 1.2 s after the first */
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL), *g = open_blob(c, "k", NULL);
+	struct read_arg a = { .f = f, .buf = buf, .len = CS };
+	pthread_t t;
+	pthread_create(&t, NULL, reader_thread, &a);
+	for (int i = 0; i < 500 && fake_store_active(s) == 0; i++)
+		usleep(2000);
+	CHECK_EQ(fake_store_active(s), 1);
+	CHECK_EQ(cache_file_read(g, small, sizeof(small), 10), sizeof(small));
+	CHECK(memcmp(small, data + 10, sizeof(small)) == 0);
+	CHECK_EQ(fake_store_active(s), 1); /* served before the fetch ended */
+	pthread_join(t, NULL);
+	CHECK_EQ(a.got, CS);
+	CHECK(memcmp(buf, data, CS) == 0);
+	CHECK_EQ(fake_store_reads(s), 1);
+	cache_file_close(g);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(buf);
+	free(data);
+}
+
+/* An answer that breaks off and starts again keeps the bytes already here as they
+ * were; the chunks on disk are whole and exact (read back after memory is dropped,
+ * none damaged). With workers, the runs of a sequential reader restart too. */
+static void restarted_answers(unsigned workers)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 9 * CS + 123;
+	char *data = pattern(len, 32), *buf = malloc(len);
+	struct cache_stats st;
+	fake_store_put(s, "k", data, len);
+	fake_store_set_stream(s, 7, 0, 5);
+	struct cache *c = new_cache(s, 1 << 30, workers);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	memset(buf, 0, len);
+	for (size_t off = 0; off < len; off += 4096) {
+		size_t n = len - off < 4096 ? len - off : 4096;
+		CHECK_EQ(cache_file_read(f, buf + off, n, off), n);
+	}
+	CHECK(memcmp(buf, data, len) == 0);
+	cache_mem_trim(c);
+	memset(buf, 0, len);
+	unsigned reads = fake_store_reads(s);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	CHECK(memcmp(buf, data, len) == 0);
+	CHECK_EQ(fake_store_reads(s), reads);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.damaged, 0);
+	CHECK_EQ(st.chunks, 10);
+	cache_file_close(f);
+	cache_destroy(c);
+	free(buf);
+	free(data);
+}
+
+static void test_answer_restarted_midway_keeps_bytes_exact(void)
+{
+	restarted_answers(0);
+}
+
+static void test_run_restarted_midway_keeps_bytes_exact(void)
+{
+	restarted_answers(4);
+}
+
+/* However far ahead the prefetch runs, the chunk buffers stay within their bound;
+ * chunks fetched ahead beyond it are read back from disk; each byte is fetched once. */
+static void test_chunks_in_memory_stay_within_their_bound(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 40 * CS;
+	char *data = pattern(len, 33), *buf = malloc(len);
+	struct cache_stats st;
+	fake_store_put(s, "k", data, len);
+	fake_store_pin(s);
+	struct cache_config cfg = { .dir = check_dir, .max_bytes = 1 << 30, .chunk_size = CS,
+				    .ttl = 1000, .workers = 8, .readahead = 32,
+				    .mem_bytes = 4 * CS };
+	struct cache *c = NULL;
+	char err[256];
+	CHECK_EQ(cache_create(&cfg, s, &c, err, sizeof(err)), 0);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	uint64_t most = 0;
+	for (size_t off = 0; off < len; off += 16384) {
+		CHECK_EQ(cache_file_read(f, buf + off, 16384, off), 16384);
+		cache_get_stats(c, &st);
+		most = st.mem_bytes > most ? st.mem_bytes : most;
+	}
+	CHECK(memcmp(buf, data, len) == 0);
+	CHECK(most > 0);
+	CHECK(most <= 4 * CS);
+	cache_file_close(f);
+	cache_destroy(c);
+	CHECK_EQ(fake_store_read_bytes(s), len);
+	fake_store_free(s);
+	free(buf);
 	free(data);
 }
 
@@ -877,6 +1013,10 @@ int main(void)
 	RUN(test_sha256_checked_behind_mapped_reads);
 	RUN(test_sequential_reader_prefetches_each_chunk_once);
 	RUN(test_random_reader_fetches_only_what_it_touches);
+	RUN(test_reader_served_as_bytes_arrive);
+	RUN(test_answer_restarted_midway_keeps_bytes_exact);
+	RUN(test_run_restarted_midway_keeps_bytes_exact);
+	RUN(test_chunks_in_memory_stay_within_their_bound);
 	RUN(test_listing_is_cached_and_served_offline);
 	RUN(test_immutable_record_served_from_disk);
 	RUN(test_mutable_record_refreshes_after_ttl);
