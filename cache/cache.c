@@ -220,10 +220,10 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 		c->mem_max = CACHE_MEM_MIN;
 	c->mems = calloc(c->mem_max, sizeof(*c->mems));
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->write_work, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->write_work, &ca);
 	pthread_cond_init(&c->mem_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&c->cond, NULL);
@@ -348,6 +348,8 @@ void cache_destroy(struct cache *c)
 		c->qhead = (c->qhead + 1) % CACHE_QUEUE_MAX;
 		c->qlen--;
 	}
+	if (c->chunks && c->lock_fd >= 0)
+		cache_chunks_known_save(c);
 	if (c->chunks)
 		cache_chunks_free(c);
 	if (c->mems)

@@ -4,8 +4,11 @@
  * Contract:
  * - File bytes are kept in fixed-size chunks on local disk, keyed by store id, blob
  *   key, etag and chunk size: a changed blob is a new entry, so stale bytes are never
- *   served. Each chunk is fetched with one ranged read, once, however many readers
- *   wait for it; sequential readers make the cache prefetch ahead in parallel.
+ *   served. Each chunk is fetched once, however many readers wait for it; sequential
+ *   readers make the cache prefetch ahead in parallel, runs of chunks with one ranged
+ *   read each. A chunk being fetched is in memory, and readers are served from there
+ *   as its bytes arrive; it is written to disk behind them (memory bounded by
+ *   cache_config.mem_bytes).
  * - A chunk file becomes visible by rename(2) only once complete and carries a
  *   CRC32C trailer, so a partial, truncated or damaged chunk is detected and fetched
  *   again, never served. Chunks survive unmount and restart; the cache stays within
@@ -173,6 +176,7 @@ struct cache_stats {
 	uint64_t disk_bytes;	/* bytes of chunk files on disk */
 	uint64_t chunks;	/* chunk files on disk */
 	uint64_t damaged;	/* chunk files found damaged and dropped */
+	uint64_t checked;	/* chunk files read whole to check them */
 	uint64_t evicted;
 	uint64_t mem_bytes;	/* chunk buffers in memory (mem.c) */
 };

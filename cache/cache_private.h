@@ -71,6 +71,7 @@ struct cache_chunk {
 	/* The file as last verified: a file with another inode, size, mtime or ctime
 	 * (written since) is verified again before it is served. */
 	int verified;
+	int checking;			/* one thread verifies the file (chunk_check) */
 	ino_t ino;
 	off_t fsize;
 	struct timespec fmtime, fctime;
@@ -158,7 +159,7 @@ struct cache {
 	int direct_io;			/* 1 chunk files take O_DIRECT, 0 untried, -1 not */
 	/* fetch.c: the writer of chunk files, under lock */
 	struct cache_write *write_head, *write_tail;
-	pthread_cond_t write_work;	/* a chunk to write, or stopping */
+	pthread_cond_t write_work;	/* a chunk to write, or stopping (monotonic clock) */
 	pthread_t writer;
 	int writer_started, writer_stopping;
 	unsigned writes;		/* handed to the writer and not yet done */
@@ -271,6 +272,8 @@ int cache_chunk_commit(struct cache *c, int fd, const char *tmp, const struct ca
 void cache_chunks_make_room(struct cache *c, uint64_t need);
 int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
+/* Lists the chunk files checked, for the next cache over the folder (chunk.c). */
+void cache_chunks_known_save(struct cache *c);
 void *cache_worker(void *arg);
 void cache_blob_unref(struct cache *c, struct cache_blob *b);
 
@@ -282,13 +285,12 @@ void cache_lease_start(struct cache *c);
 int cache_lease_open(struct cache *c, const char *path, int *fd);
 
 /* mem.c (see struct cache_mem). cache_mem_get: a buffer for ch's bytes, attached to
- * ch and busy, waiting for one when the pool has none to spare; patient (a prefetch)
- * first waits a while for readers to be done with the chunks fetched ahead of them
- * before it takes one nobody has read. NULL when stopping or out of memory. cache_mem_ref/unref around a use of its bytes outside the lock;
+ * ch and busy: a free one, else a new one while the pool is below its bound, else the
+ * idle one used longest ago (its chunk is then read from disk), else it waits for
+ * one. NULL when stopping or out of memory. cache_mem_ref/unref around a use of its bytes outside the lock;
  * cache_mem_done ends its fetch (busy), cache_mem_detach takes it from its chunk. All
  * under cache->lock (cache_mem_get drops it while it makes a buffer). */
-struct cache_mem *cache_mem_get(struct cache *c, struct cache_chunk *ch, uint64_t len,
-				int patient);
+struct cache_mem *cache_mem_get(struct cache *c, struct cache_chunk *ch, uint64_t len);
 void cache_mem_ref(struct cache *c, struct cache_mem *m);
 void cache_mem_unref(struct cache *c, struct cache_mem *m);
 void cache_mem_done(struct cache *c, struct cache_mem *m);
@@ -298,8 +300,7 @@ void cache_mems_free(struct cache *c);
 /* fetch.c: fetches count chunks from index that the caller has claimed (FETCHING,
  * one ref each, which the fetch hands back) with one ranged read into memory buffers,
  * readers served as bytes arrive; each whole chunk goes to the writer. 0 or -errno. */
-int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count,
-		    int patient);
+int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count);
 void *cache_writer(void *arg);
 /* Stops the writer, writing what it was given first. */
 void cache_writer_stop(struct cache *c);

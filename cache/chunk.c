@@ -236,12 +236,13 @@ static int read_full(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
-/*
- * Checks a chunk file against its trailer. -EBADMSG when damaged. The bytes are
- * looked at where the page cache holds them (a mapping), not copied out: the check
- * of a warm chunk costs its read from disk and the CRC, which the page cache then
- * serves to the reader.
- */
+/* Bytes read at a time to check a chunk file: large enough for few system calls,
+ * small enough to stay in the processor's cache between the copy and the CRC. (A
+ * mapping of the file instead costs more: its page faults took 0.6 s of CPU per GiB
+ * here, the copies 0.1 s.) */
+#define VERIFY_PIECE (256u << 10)
+
+/* Checks a chunk file against its trailer. -EBADMSG when damaged. */
 static int chunk_verify(int fd, const struct stat *st, const char *hex, uint64_t index,
 			uint64_t len)
 {
@@ -257,15 +258,21 @@ static int chunk_verify(int fd, const struct stat *st, const char *hex, uint64_t
 	if (memcmp(t.magic, CHUNK_MAGIC, 8) != 0 || t.len != len || t.index != index ||
 	    memcmp(t.id, hex, CACHE_HEX_LEN) != 0)
 		return -EBADMSG;
-	if (len == 0)
-		return t.crc == 0 ? 0 : -EBADMSG;
-	void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-	if (map == MAP_FAILED)
-		return -errno;
-	madvise(map, len, MADV_SEQUENTIAL);
-	madvise(map, len, MADV_WILLNEED);
-	crc = cache_crc32c(0, map, len);
-	munmap(map, len);
+	char *buf = malloc(VERIFY_PIECE);
+	if (!buf)
+		return -ENOMEM;
+	crc = 0;
+	for (uint64_t off = 0; off < len;) {
+		size_t n = len - off < VERIFY_PIECE ? (size_t)(len - off) : VERIFY_PIECE;
+		ret = read_full(fd, buf, n, (off_t)off);
+		if (ret < 0)
+			break;
+		crc = cache_crc32c(crc, buf, n);
+		off += n;
+	}
+	free(buf);
+	if (ret < 0)
+		return ret;
 	return crc == t.crc ? 0 : -EBADMSG;
 }
 
@@ -428,6 +435,9 @@ static int chunk_use(struct cache *c, struct cache_chunk *ch, const struct cache
 		ch->touched = now;
 	pthread_mutex_unlock(&c->lock);
 	if (!known) {
+		pthread_mutex_lock(&c->lock);
+		c->stats.checked++;
+		pthread_mutex_unlock(&c->lock);
 		ret = chunk_verify(fd, &st, b->hex, ch->index, len);
 		if (ret < 0)
 			goto out;
@@ -486,15 +496,28 @@ static int in_mem(const struct cache_chunk *ch, uint64_t end)
 	return ch->mem && ch->mem->filled >= end;
 }
 
-/* The chunk's file checked (or the chunk gone bad): chunk_use with no lease kept. */
+/* The chunk's file checked (or the chunk gone bad): chunk_use with no lease kept,
+ * by one thread at a time; another that asks meanwhile waits for that check and gets
+ * -EAGAIN (look again). Under cache->lock, dropped meanwhile. */
 static int chunk_check(struct cache *c, struct cache_chunk *ch, const struct cache_blob *b)
 {
 	unsigned gen = ch->gen;
 	int ret;
 
+	if (ch->checking) {
+		c->chunk_waiters++;
+		while (ch->checking)
+			pthread_cond_wait(&c->cond, &c->lock);
+		c->chunk_waiters--;
+		return -EAGAIN;
+	}
+	ch->checking = 1;
 	pthread_mutex_unlock(&c->lock);
 	ret = chunk_use(c, ch, b, NULL, 0, 0, NULL);
 	pthread_mutex_lock(&c->lock);
+	ch->checking = 0;
+	if (c->chunk_waiters > 0)
+		pthread_cond_broadcast(&c->cond);
 	if (ret == -EBADMSG || ret == -ENOENT)
 		chunk_damaged(c, ch, b, gen, ret);
 	return ret;
@@ -515,14 +538,21 @@ int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uin
 	ch->refs++;
 	for (;;) {
 		ret = 0;
-		if (in_mem(ch, end))
+		if (in_mem(ch, end)) {
+			if (ch->state == CHUNK_PRESENT) {
+				lru_remove(c, ch);
+				lru_push(c, ch);
+			}
 			break;
+		}
 		if (ch->state == CHUNK_PRESENT) {
 			lru_remove(c, ch);
 			lru_push(c, ch);
 			if (ch->verified)
 				break;
 			ret = chunk_check(c, ch, b);
+			if (ret == -EAGAIN)
+				continue;
 			if (ret != -EBADMSG && ret != -ENOENT)
 				break;
 			if (++damaged > 3) {
@@ -553,7 +583,7 @@ int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uin
 		ch->state = CHUNK_FETCHING;
 		ch->refs++; /* the fetch's */
 		pthread_mutex_unlock(&c->lock);
-		ret = cache_fetch_run(c, b, index, 1, 0);
+		ret = cache_fetch_run(c, b, index, 1);
 		pthread_mutex_lock(&c->lock);
 		if (ret < 0 && !in_mem(ch, end))
 			break;
@@ -704,7 +734,7 @@ void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
 				n++;
 			}
 			pthread_mutex_unlock(&c->lock);
-			int ret = cache_fetch_run(c, b, i, n, 1);
+			int ret = cache_fetch_run(c, b, i, n);
 			if (ret < 0)
 				LOG_DEBUG("prefetch of chunks %" PRIu64 "-%" PRIu64 " of %s failed: %s",
 					  i, i + n - 1, b->key, strerror(-ret));
@@ -712,10 +742,23 @@ void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
 			i += n;
 			continue;
 		}
-		if (ch->state == CHUNK_PRESENT && !ch->verified && !ch->mem) {
+		if (ch->state == CHUNK_PRESENT && !ch->verified && !ch->mem && !ch->checking) {
 			/* checked ahead of the reader, which also reads it from disk */
 			ch->refs++;
 			chunk_check(c, ch, b);
+			ch->refs--;
+		} else if (ch->state == CHUNK_PRESENT && ch->verified && !ch->mem) {
+			/* read ahead from disk, without waiting for it */
+			char path[PATH_MAX];
+			chunk_path(c, b->hex, ch->index, path, sizeof(path));
+			ch->refs++;
+			pthread_mutex_unlock(&c->lock);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd >= 0) {
+				posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+				close(fd);
+			}
+			pthread_mutex_lock(&c->lock);
 			ch->refs--;
 		}
 		cache_chunk_put(c, ch);
@@ -724,12 +767,134 @@ void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* ---- checked files across mounts ----
+ *
+ * A chunk file checked against its trailer is known by its identity (inode, size,
+ * the fixed mtime, ctime): any write changes ctime, and nothing a user can call sets
+ * ctime back. A clean end of the cache lists the identities of the files it checked
+ * (DIR/checked, with a CRC-32C of its own), so the next mount serves them without
+ * reading each one whole first: a file whose identity is still the listed one is the
+ * file that was checked. The list is read once at start and removed; a cache that
+ * ends without writing it (killed) leaves every file to be checked again.
+ */
+#define KNOWN_MAGIC "AFSCHECKED1\n"
+
+static void known_path(const struct cache *c, char *path, size_t size)
+{
+	snprintf(path, size, "%s/checked", c->dir);
+}
+
+void cache_chunks_known_save(struct cache *c)
+{
+	char path[PATH_MAX], line[CACHE_HEX_LEN + 160];
+	size_t len = strlen(KNOWN_MAGIC), cap = 4096;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return;
+	memcpy(buf, KNOWN_MAGIC, len);
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; buf && i < c->nbuckets; i++) {
+		for (struct cache_chunk *ch = c->chunks[i]; ch; ch = ch->hnext) {
+			if (ch->state != CHUNK_PRESENT || !ch->verified ||
+			    ch->fmtime.tv_sec != chunk_mtime.tv_sec ||
+			    ch->fmtime.tv_nsec != chunk_mtime.tv_nsec)
+				continue;
+			int n = snprintf(line, sizeof(line), "%s.%" PRIu64 " %" PRIu64 " %" PRIu64
+					 " %lld %ld\n", ch->hex, ch->index, (uint64_t)ch->ino,
+					 (uint64_t)ch->fsize, (long long)ch->fctime.tv_sec,
+					 ch->fctime.tv_nsec);
+			if (len + (size_t)n + 32 > cap) {
+				char *nb = realloc(buf, cap * 2);
+				if (!nb) {
+					free(buf);
+					buf = NULL;
+					break;
+				}
+				buf = nb;
+				cap *= 2;
+			}
+			memcpy(buf + len, line, (size_t)n);
+			len += (size_t)n;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!buf)
+		return;
+	len += (size_t)snprintf(buf + len, cap - len, "end %08x\n", cache_crc32c(0, buf, len));
+	known_path(c, path, sizeof(path));
+	if (cache_write_file(c, path, buf, len, 0) < 0)
+		LOG_DEBUG("cannot keep the list of checked chunk files");
+	free(buf);
+}
+
+/* Marks the chunks the list names verified where their files are unchanged. */
+static void known_load(struct cache *c)
+{
+	char path[PATH_MAX], *data = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	known_path(c, path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && st.st_size < (1 << 30) &&
+	    (data = malloc((size_t)st.st_size + 1)) != NULL)
+		len = fread(data, 1, (size_t)st.st_size, f);
+	fclose(f);
+	unlink(path); /* read once: a later crash must not leave it behind */
+	if (!data)
+		return;
+	data[len] = '\0';
+	/* the last line holds the CRC of everything before it */
+	char *end = len > 1 ? memrchr(data, '\n', len - 1) : NULL;
+	unsigned crc;
+	size_t body = end ? (size_t)(end - data) + 1 : 0;
+	if (!end || strncmp(data, KNOWN_MAGIC, strlen(KNOWN_MAGIC)) != 0 ||
+	    sscanf(end + 1, "end %8x", &crc) != 1 || crc != cache_crc32c(0, data, body)) {
+		LOG_INFO("the list of checked chunk files is damaged; every file is checked "
+			 "again");
+		free(data);
+		return;
+	}
+	data[body] = '\0';
+	pthread_mutex_lock(&c->lock);
+	for (char *p = data + strlen(KNOWN_MAGIC), *nl; *p; p = nl + 1) {
+		char hex[CACHE_HEX_LEN + 1];
+		unsigned long long index, ino, size;
+		long long cs;
+		long cns;
+		nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		*nl = '\0';
+		if (strlen(p) < CACHE_HEX_LEN + 2 || p[CACHE_HEX_LEN] != '.')
+			continue;
+		memcpy(hex, p, CACHE_HEX_LEN);
+		hex[CACHE_HEX_LEN] = '\0';
+		if (sscanf(p + CACHE_HEX_LEN + 1, "%llu %llu %llu %lld %ld", &index, &ino, &size,
+			   &cs, &cns) != 5)
+			continue;
+		struct cache_chunk *ch = cache_chunk_find(c, hex, index);
+		if (ch && ch->state == CHUNK_PRESENT && (uint64_t)ch->ino == ino &&
+		    (uint64_t)ch->fsize == size && ch->fctime.tv_sec == cs &&
+		    ch->fctime.tv_nsec == cns && ch->fmtime.tv_sec == chunk_mtime.tv_sec &&
+		    ch->fmtime.tv_nsec == chunk_mtime.tv_nsec)
+			ch->verified = 1;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(data);
+}
+
 /* ---- start-up scan ---- */
 
 struct scanned {
 	char hex[CACHE_HEX_LEN + 1];
 	uint64_t index, size;
 	struct timespec atime;
+	struct stat st;
 };
 
 static int scanned_cmp(const void *a, const void *b)
@@ -806,6 +971,7 @@ int cache_chunks_scan(struct cache *c)
 			}
 			s.size = (uint64_t)st.st_size;
 			s.atime = st.st_atim;
+			s.st = st;
 			all[n++] = s;
 		}
 		closedir(d);
@@ -823,6 +989,8 @@ int cache_chunks_scan(struct cache *c)
 		ch->state = CHUNK_PRESENT;
 		ch->disk_bytes = all[i].size;
 		ch->touched = all[i].atime.tv_sec;
+		remember_file(ch, &all[i].st);
+		ch->verified = 0; /* until the list of checked files says so */
 		lru_push(c, ch); /* oldest first, so the newest ends at the head */
 		c->stats.disk_bytes += all[i].size;
 		c->stats.chunks++;
@@ -831,6 +999,8 @@ int cache_chunks_scan(struct cache *c)
 		chunk_evict(c, c->max_bytes);
 	pthread_mutex_unlock(&c->lock);
 	free(all);
+	if (ret == 0)
+		known_load(c);
 	return ret;
 }
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A whole chunk handed to the writer. */
@@ -50,7 +51,6 @@ struct run {
 	struct cache_mem *mem;		/* the buffer of chunk cur, once it has one */
 	uint32_t crc;			/* of its bytes so far */
 	int err;			/* no buffer could be had */
-	int patient;			/* a prefetch: cache_mem_get's patient */
 };
 
 /* Opens a temp file for a chunk, with direct I/O where the filesystem takes it. */
@@ -127,6 +127,10 @@ static void write_chunk(struct cache *c, struct cache_write *w)
 	free(w);
 }
 
+/* A cache with nothing to write for this long gives its chunk buffers back (mem.c):
+ * a mount that serves from disk for months holds no idle buffers. */
+#define WRITER_IDLE_S 30
+
 void *cache_writer(void *arg)
 {
 	struct cache *c = arg;
@@ -137,7 +141,15 @@ void *cache_writer(void *arg)
 		if (!w) {
 			if (c->writer_stopping)
 				break;
-			pthread_cond_wait(&c->write_work, &c->lock);
+			struct timespec until;
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_sec += WRITER_IDLE_S;
+			if (pthread_cond_timedwait(&c->write_work, &c->lock, &until) == ETIMEDOUT &&
+			    !c->write_head && c->nmems > 0) {
+				pthread_mutex_unlock(&c->lock);
+				cache_mem_trim(c);
+				pthread_mutex_lock(&c->lock);
+			}
 			continue;
 		}
 		c->write_head = w->next;
@@ -219,7 +231,7 @@ static int run_put(void *ctx, const void *data, size_t len)
 		if (k == r->cur) {
 			if (!r->mem) {
 				pthread_mutex_lock(&c->lock);
-				r->mem = cache_mem_get(c, r->ch[k], clen, 0);
+				r->mem = cache_mem_get(c, r->ch[k], clen);
 				/* readers waiting for this chunk now wait for its bytes */
 				if (r->mem && c->chunk_waiters > 0)
 					pthread_cond_broadcast(&c->cond);
@@ -256,10 +268,9 @@ static int run_put(void *ctx, const void *data, size_t len)
 	return 0;
 }
 
-int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count,
-		    int patient)
+int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count)
 {
-	struct run r = { .c = c, .b = b, .index = index, .count = count, .patient = patient };
+	struct run r = { .c = c, .b = b, .index = index, .count = count };
 	uint64_t off = index * c->chunk_size, len = 0;
 	ssize_t got;
 	int ret;

@@ -213,16 +213,17 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 	pthread_mutex_lock(&c->lock);
 	for (uint64_t i = from; i <= to && c->qlen < CACHE_QUEUE_MAX; i += run) {
 		unsigned count = to + 1 - i < run ? (unsigned)(to + 1 - i) : (unsigned)run;
-		int absent = 0, unchecked = 0;
+		int absent = 0, unchecked = 0, on_disk = 0;
 		/* absent chunks are fetched ahead, a run in one ranged read; present ones
-		 * not yet verified in this mount are verified ahead (which also reads them
-		 * into the page cache), each by a worker of its own */
+		 * not yet verified are verified ahead (which also reads them into the page
+		 * cache), each by a worker of its own; verified ones are read ahead */
 		for (unsigned k = 0; k < count; k++) {
 			struct cache_chunk *ch = cache_chunk_find(c, b->hex, i + k);
 			absent += !ch || (ch->state == CHUNK_ABSENT && !ch->mem);
 			unchecked += ch && ch->state == CHUNK_PRESENT && !ch->verified && !ch->mem;
+			on_disk += ch && ch->state == CHUNK_PRESENT && ch->verified && !ch->mem;
 		}
-		if (absent) {
+		if (absent || (on_disk && !unchecked)) {
 			file_queue(c, b, i, count);
 			continue;
 		}

@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 static void idle_remove(struct cache *c, struct cache_mem *m)
@@ -106,28 +105,16 @@ void cache_mem_detach(struct cache *c, struct cache_mem *m)
 	}
 }
 
-/* How long a prefetch waits for a reader to be done with a buffer before it takes one
- * that holds unread bytes (a reader that went away): a reader that keeps up needs
- * far less. */
-#define MEM_PATIENCE_MS 200
-
-struct cache_mem *cache_mem_get(struct cache *c, struct cache_chunk *ch, uint64_t len,
-				int patient)
+struct cache_mem *cache_mem_get(struct cache *c, struct cache_chunk *ch, uint64_t len)
 {
 	struct cache_mem *m = NULL;
-	struct timespec until;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_nsec += MEM_PATIENCE_MS * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
 	while (!m) {
 		if (c->stopping)
 			return NULL;
-		if (c->idle_tail && (!c->idle_tail->chunk || !patient)) {
-			m = c->idle_tail; /* free, or used longest ago */
+		if (c->idle_tail && !c->idle_tail->chunk) {
+			m = c->idle_tail; /* free */
 			idle_remove(c, m);
-			cache_mem_detach(c, m);
 			break;
 		}
 		if (c->nmems + c->mem_making < c->mem_max) {
@@ -143,11 +130,13 @@ struct cache_mem *cache_mem_get(struct cache *c, struct cache_chunk *ch, uint64_
 			c->mems[c->nmems++] = m;
 			break;
 		}
-		if (c->idle_tail && pthread_cond_timedwait(&c->mem_cond, &c->lock, &until) ==
-		    ETIMEDOUT)
-			patient = 0;
-		else if (!c->idle_tail)
-			pthread_cond_wait(&c->mem_cond, &c->lock);
+		if (c->idle_tail) {
+			m = c->idle_tail; /* the one used longest ago */
+			idle_remove(c, m);
+			cache_mem_detach(c, m);
+			break;
+		}
+		pthread_cond_wait(&c->mem_cond, &c->lock);
 	}
 	m->chunk = ch;
 	m->len = len;

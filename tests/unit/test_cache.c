@@ -161,6 +161,7 @@ static void test_eviction_keeps_cache_within_bound_lru_first(void)
 	CHECK(st.disk_bytes <= 4 * CS + 4 * 200);
 	CHECK_EQ(st.chunks, 4);
 	CHECK_EQ(st.evicted, 1);
+	cache_mem_trim(c); /* what is read next comes from disk or the store */
 	CHECK_EQ(cache_file_read(f, buf, 100, 0), 100);
 	CHECK_EQ(fake_store_reads(s), 5); /* chunk 0 was kept */
 	CHECK_EQ(cache_file_read(f, buf, 100, CS), 100);
@@ -264,6 +265,72 @@ static void test_corrupted_chunk_found_by_new_cache(void)
 	CHECK_EQ(fake_store_reads(s), 1);
 	cache_file_close(f);
 	cache_destroy(c);
+	free(data);
+}
+
+/* A cache that ended cleanly tells the next one which chunk files it checked: those
+ * are served without reading them whole first, unless written since (even with
+ * their mtime put back), and a cache killed before it could say so leaves every
+ * file to be checked again. */
+static void test_checked_files_known_to_the_next_cache(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 3 * CS;
+	char *data = pattern(len, 41), *buf = malloc(len), path[2048];
+	struct cache_stats st;
+	fake_store_put(s, "k", data, len);
+	fake_store_pin(s);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	cache_file_close(f);
+	cache_destroy(c);
+	/* chunk 1 written while no cache runs, its mtime put back */
+	chunk_file(1, path, sizeof(path));
+	struct stat before;
+	CHECK(stat(path, &before) == 0);
+	int fd = open(path, O_WRONLY);
+	CHECK(pwrite(fd, "XXXX", 4, 100) == 4);
+	struct timespec ts[2] = { before.st_atim, before.st_mtim };
+	futimens(fd, ts);
+	close(fd);
+	c = new_cache(s, 1 << 30, 0);
+	f = open_blob(c, "k", NULL);
+	memset(buf, 0, len);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	CHECK(memcmp(buf, data, len) == 0);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.checked, 1);  /* chunk 1 only: 0 and 2 are the files checked */
+	CHECK_EQ(st.damaged, 1);
+	CHECK_EQ(fake_store_reads(s), 4);
+	cache_file_close(f);
+	cache_destroy(c);
+	/* the list is read once: without a clean end after it, every file is checked */
+	char list[512];
+	snprintf(list, sizeof(list), "%s/checked", check_dir);
+	CHECK(access(list, F_OK) == 0);
+	c = new_cache(s, 1 << 30, 0);
+	CHECK(access(list, F_OK) != 0);
+	f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.checked, 0);
+	cache_file_close(f);
+	cache_destroy(c);
+	/* as after a cache killed before its end, which leaves no list: the next one
+	 * checks all three */
+	unlink(list);
+	c = new_cache(s, 1 << 30, 0);
+	f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	CHECK(memcmp(buf, data, len) == 0);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.checked, 3);
+	CHECK_EQ(fake_store_reads(s), 4);
+	cache_file_close(f);
+	cache_destroy(c);
+	fake_store_free(s);
+	free(buf);
 	free(data);
 }
 
@@ -1005,6 +1072,7 @@ int main(void)
 	RUN(test_corrupted_chunk_is_fetched_again);
 	RUN(test_corrupted_chunk_found_by_new_cache);
 	RUN(test_new_cache_reuses_chunks_on_disk);
+	RUN(test_checked_files_known_to_the_next_cache);
 	RUN(test_changed_blob_is_a_new_entry_and_old_pin_fails);
 	RUN(test_store_failure_is_returned_then_recovers);
 	RUN(test_sha256_checked_when_read_whole);
