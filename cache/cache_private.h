@@ -111,10 +111,11 @@ struct cache_job {
 };
 
 #define CACHE_QUEUE_MAX 256
-/* Most chunks one ranged read fetches: 64 MiB, so a sequential reader's bytes come in
- * a few large answers (Azurite spends about 30 ms on each request besides the bytes)
- * and two of them overlap within the default readahead of 16 chunks. */
-#define CACHE_RUN_MAX 8
+/* Most chunks one ranged read fetches: 128 MiB, so a sequential reader's bytes come in
+ * a few large answers, as a download's would (Azurite spends about 30 ms on each
+ * request besides the bytes, and more CPU per byte on smaller ones); the mount's
+ * readahead of 64 chunks keeps four of them going at once. */
+#define CACHE_RUN_MAX 16
 /* Threads that refresh listings and records in the background: each may wait out a
  * store's deadline, so a few, and readers of copies never wait for them. */
 #define CACHE_REFRESHERS 4

