@@ -463,6 +463,7 @@ static void az_stop(struct blob_store *s)
 
 static const struct blob_ops azure_ops = {
 	.name = "azure",
+	.flags = BLOB_PINNED_READS, /* If-Match */
 	.destroy = az_destroy,
 	.list = az_list,
 	.stat = az_stat,

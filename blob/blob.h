@@ -64,8 +64,16 @@ struct blob_stat {
  */
 typedef int (*blob_sink_fn)(void *ctx, const void *data, size_t len);
 
+/* blob_ops.flags: read_to's bytes are all of the version that etag names, from the
+ * first one on (the store checks the version before it answers, as a conditional
+ * request does), so they may be used as they arrive. Without it, a change of version
+ * during a read is told only when read_to returns, and its bytes may be used only
+ * once it returned the length asked for. */
+#define BLOB_PINNED_READS 1u
+
 struct blob_ops {
 	const char *name; /* "file", "azure", ... */
+	unsigned flags;   /* BLOB_PINNED_READS */
 	void (*destroy)(struct blob_store *s);
 	/* One folder level under prefix ("" or ending in '/'). -ENOENT when nothing is
 	 * there at all. Appends to out. */

@@ -195,6 +195,9 @@ struct attempt {
 	size_t sent;			/* PUT body bytes handed to curl */
 	unsigned retry_after_ms;	/* from Retry-After or x-ms-retry-after-ms */
 	int overflow;			/* the server sent more than asked for */
+	int placed;			/* the answer is the range asked for: bytes may go on */
+	int misplaced;			/* a range answered from another offset */
+	int unranged;			/* the whole blob for a range that starts later */
 	int sink_err;			/* the sink refused the bytes */
 };
 
@@ -277,6 +280,20 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	/* only a success's body goes to the caller's buffer; an error's is kept (small)
 	 * for its error code */
 	if (q->sink && status >= 200 && status < 300) {
+		/* the caller may use the bytes as they come: an answer that is not the
+		 * range asked for must not reach it at all, so it is judged before its
+		 * first byte goes on */
+		if (q->check_range && !a->placed) {
+			if (status == 200 && q->range_start > 0) {
+				a->unranged = 1;
+				return 0;
+			}
+			if (status == 206 && (!r->has_range || r->range_start != q->range_start)) {
+				a->misplaced = 1;
+				return 0;
+			}
+			a->placed = 1;
+		}
 		if (r->received + len > q->sink_max) {
 			a->overflow = 1;
 			return 0; /* aborts the transfer */
@@ -467,6 +484,19 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		} else if (rc == CURLE_ABORTED_BY_CALLBACK && !a.sink_err && !a.overflow) {
 			snprintf(last, sizeof(last), "stopped");
 			break; /* the layer is stopping */
+		} else if (a.unranged) {
+			/* a store that ignores Range: the caller tells what it makes of that */
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+			ret = 0;
+			goto out;
+		} else if (a.misplaced) {
+			snprintf(last, sizeof(last), "range answered at the wrong offset");
+			curl_easy_cleanup(c); /* the rest of that answer is on the connection */
+			c = curl_easy_init();
+			if (!c) {
+				ret = -ENOMEM;
+				goto out;
+			}
 		} else if (a.sink_err) {
 			ret = a.sink_err; /* not the network's fault: no retry */
 			goto out;

@@ -253,6 +253,11 @@ struct cache_chunk *cache_chunk_find(struct cache *c, const char *hex, uint64_t 
 struct cache_chunk *cache_chunk_get(struct cache *c, const char *hex, uint64_t index);
 void cache_chunk_put(struct cache *c, struct cache_chunk *ch);
 uint64_t cache_chunk_len(const struct cache *c, const struct cache_blob *b, uint64_t index);
+/* Whether the store's bytes may be used as they arrive (BLOB_PINNED_READS). */
+static inline int cache_pinned_reads(const struct cache *c)
+{
+	return !!(c->store->ops->flags & BLOB_PINNED_READS);
+}
 int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t end);
 int cache_chunk_span(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t coff,
 		     size_t n, int consume, struct cache_span *sp);
@@ -297,6 +302,8 @@ void cache_mem_unref(struct cache *c, struct cache_mem *m);
 void cache_mem_done(struct cache *c, struct cache_mem *m);
 void cache_mem_detach(struct cache *c, struct cache_mem *m);
 void cache_mems_free(struct cache *c);
+/* cache_mem_trim without waiting for the writer: the writer's own. */
+void cache_mem_trim_idle(struct cache *c);
 
 /* fetch.c: fetches count chunks from index that the caller has claimed (FETCHING,
  * one ref each, which the fetch hands back) with one ranged read into memory buffers,

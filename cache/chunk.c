@@ -690,7 +690,11 @@ static int chunk_copy_file(struct cache *c, struct cache_blob *b, uint64_t index
 int cache_chunk_copy(struct cache *c, struct cache_blob *b, uint64_t index, char *dst,
 		     uint64_t coff, size_t n, int consume)
 {
-	for (int round = 0; round < 4; round++) {
+	/* A round ends without the bytes when the chunk is found damaged (a few times
+	 * at most: then -EIO) or when its buffer went to another chunk between ready and
+	 * span (the next round has it fetched or read from disk: under steady pressure on
+	 * the memory pool, more rounds) */
+	for (int round = 0, damaged = 0; round < 64 && damaged < 4; round++) {
 		struct cache_span sp;
 		int ret = cache_chunk_ready(c, b, index, coff + n);
 		if (ret < 0)
@@ -708,6 +712,7 @@ int cache_chunk_copy(struct cache *c, struct cache_blob *b, uint64_t index, char
 			ret = chunk_copy_file(c, b, index, dst, coff, n);
 		if (ret != -EAGAIN && ret != -EBADMSG && ret != -ENOENT)
 			return ret;
+		damaged += ret != -EAGAIN;
 	}
 	return -EIO;
 }
@@ -723,9 +728,10 @@ void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
 		if (!ch)
 			break;
 		if (ch->state == CHUNK_ABSENT && !ch->mem) {
-			/* the run of absent chunks from here, in one ranged read */
-			unsigned n = 0;
-			while (i + n < end && n < CACHE_RUN_MAX) {
+			/* the run of absent chunks from here, in one ranged read (a chunk a
+			 * read where the store's bytes are usable only at its end) */
+			unsigned n = 0, most = cache_pinned_reads(c) ? CACHE_RUN_MAX : 1;
+			while (i + n < end && n < most) {
 				struct cache_chunk *k = n ? cache_chunk_get(c, b->hex, i + n) : ch;
 				if (!k || k->state != CHUNK_ABSENT || k->mem)
 					break;
@@ -823,8 +829,13 @@ void cache_chunks_known_save(struct cache *c)
 		return;
 	len += (size_t)snprintf(buf + len, cap - len, "end %08x\n", cache_crc32c(0, buf, len));
 	known_path(c, path, sizeof(path));
-	if (cache_write_file(c, path, buf, len, 0) < 0)
+	/* the files it names reach the disk before it does: after a power loss no list
+	 * names a file whose bytes did not */
+	int dfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || syncfs(dfd) < 0 || cache_write_file(c, path, buf, len, 1) < 0)
 		LOG_DEBUG("cannot keep the list of checked chunk files");
+	if (dfd >= 0)
+		close(dfd);
 	free(buf);
 }
 

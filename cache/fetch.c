@@ -49,8 +49,10 @@ struct run {
 	unsigned cur;			/* the chunk being filled (from index) */
 	struct cache_chunk *ch[CACHE_RUN_MAX];
 	struct cache_mem *mem;		/* the buffer of chunk cur, once it has one */
-	uint32_t crc;			/* of its bytes so far */
+	uint64_t have;			/* its bytes so far */
+	uint32_t crc;			/* of those */
 	int err;			/* no buffer could be had */
+	int pinned;			/* the store's bytes may be used as they come */
 };
 
 /* Opens a temp file for a chunk, with direct I/O where the filesystem takes it. */
@@ -147,7 +149,7 @@ void *cache_writer(void *arg)
 			if (pthread_cond_timedwait(&c->write_work, &c->lock, &until) == ETIMEDOUT &&
 			    !c->write_head && c->nmems > 0) {
 				pthread_mutex_unlock(&c->lock);
-				cache_mem_trim(c);
+				cache_mem_trim_idle(c);
 				pthread_mutex_lock(&c->lock);
 			}
 			continue;
@@ -206,9 +208,25 @@ static int run_chunk_whole(struct run *r)
 	if (inline_write)
 		write_chunk(c, w);
 	r->mem = NULL;
+	r->have = 0;
 	r->crc = 0;
 	r->cur++;
 	return 0;
+}
+
+/* Lets readers have the bytes of chunk cur that came, waking those whose bytes are
+ * all here. */
+static void run_publish(struct run *r)
+{
+	struct cache *c = r->c;
+
+	pthread_mutex_lock(&c->lock);
+	r->mem->filled = r->have;
+	if (r->mem->want && r->mem->filled >= r->mem->want) {
+		r->mem->want = 0;
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 static int run_put(void *ctx, const void *data, size_t len)
@@ -218,8 +236,13 @@ static int run_put(void *ctx, const void *data, size_t len)
 	const char *p = data;
 
 	if (!data) {
-		/* the answer starts again: what is in the buffers stays */
+		/* the answer starts again: what readers may have had stays as it is; bytes
+		 * nobody could use yet come anew */
 		r->pos = 0;
+		if (!r->pinned) {
+			r->have = 0;
+			r->crc = 0;
+		}
 		return 0;
 	}
 	while (len > 0) {
@@ -239,22 +262,16 @@ static int run_put(void *ctx, const void *data, size_t len)
 				if (!r->mem)
 					return r->err = -ENOMEM;
 			}
-			/* bytes below filled came before a restart: keep those */
-			uint64_t have = r->mem->filled; /* only this thread grows it */
-			if (coff + take > have) {
-				size_t skip = coff < have ? (size_t)(have - coff) : 0;
+			/* bytes below have came before a restart: keep those */
+			if (coff + take > r->have) {
+				size_t skip = coff < r->have ? (size_t)(r->have - coff) : 0;
 				memcpy(r->mem->buf + coff + skip, p + skip, take - skip);
 				r->crc = cache_crc32c(r->crc, p + skip, take - skip);
-				pthread_mutex_lock(&c->lock);
-				r->mem->filled = coff + take;
-				/* woken when what one of them needs is here */
-				if (r->mem->want && r->mem->filled >= r->mem->want) {
-					r->mem->want = 0;
-					pthread_cond_broadcast(&c->cond);
-				}
-				pthread_mutex_unlock(&c->lock);
+				r->have = coff + take;
+				if (r->pinned)
+					run_publish(r);
 			}
-			if (coff + take == clen) {
+			if (coff + take == clen && r->pinned) {
 				int ret = run_chunk_whole(r);
 				if (ret < 0)
 					return ret;
@@ -270,7 +287,8 @@ static int run_put(void *ctx, const void *data, size_t len)
 
 int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count)
 {
-	struct run r = { .c = c, .b = b, .index = index, .count = count };
+	struct run r = { .c = c, .b = b, .index = index, .count = count,
+			 .pinned = !!(c->store->ops->flags & BLOB_PINNED_READS) };
 	uint64_t off = index * c->chunk_size, len = 0;
 	ssize_t got;
 	int ret;
@@ -284,7 +302,12 @@ int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsig
 	got = blob_read_to(c->store, b->key, b->etag, off, len, run_put, &r);
 	if (r.err)
 		got = r.err;
-	else if (got >= 0 && r.cur < count)
+	else if (got >= 0 && !r.pinned && r.mem && r.have == r.mem->len && (uint64_t)got == len) {
+		/* the whole answer came as that version: now its bytes may be used */
+		run_publish(&r);
+		got = run_chunk_whole(&r) < 0 ? -ENOMEM : got;
+	}
+	if (got >= 0 && r.cur < count)
 		got = -ESTALE; /* shorter than its version said: not that version any more */
 	ret = got < 0 ? (int)got : 0;
 	pthread_mutex_lock(&c->lock);

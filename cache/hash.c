@@ -259,26 +259,23 @@ int cache_hash_note(struct cache_file *f, uint64_t off, size_t len)
 	return ret;
 }
 
-int cache_hash_failed(struct cache_file *f)
+/* The hash's state: 0 running (or no hash: see the callers), 1 matched, -1 mismatch. */
+static int hash_state(struct cache_file *f)
 {
 	int state;
 
-	if (!f->sha)
-		return 0;
 	pthread_mutex_lock(&f->lock);
 	state = f->hash_state;
 	pthread_mutex_unlock(&f->lock);
-	return state < 0 ? -EBADMSG : 0;
+	return state;
+}
+
+int cache_hash_failed(struct cache_file *f)
+{
+	return f->sha && hash_state(f) < 0 ? -EBADMSG : 0;
 }
 
 int cache_hash_pending(struct cache_file *f)
 {
-	int state;
-
-	if (!f->sha)
-		return 0;
-	pthread_mutex_lock(&f->lock);
-	state = f->hash_state;
-	pthread_mutex_unlock(&f->lock);
-	return state == 0;
+	return f->sha && hash_state(f) == 0;
 }

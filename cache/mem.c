@@ -191,12 +191,14 @@ void cache_mems_free(struct cache *c)
 	c->nmems = 0;
 }
 
-void cache_mem_trim(struct cache *c)
+/* Frees the idle buffers; with wait, after the writer has written what it was given
+ * (never from the writer itself, which would wait for itself). */
+static void mem_trim(struct cache *c, int wait)
 {
 	struct cache_mem *gone = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	while (c->writes > 0) /* what is being written is dropped too */
+	while (wait && c->writes > 0) /* what is being written is dropped too */
 		pthread_cond_wait(&c->cond, &c->lock);
 	for (unsigned i = 0; i < c->nmems;) {
 		struct cache_mem *m = c->mems[i];
@@ -218,4 +220,14 @@ void cache_mem_trim(struct cache *c)
 		close(m->fd);
 		free(m);
 	}
+}
+
+void cache_mem_trim(struct cache *c)
+{
+	mem_trim(c, 1);
+}
+
+void cache_mem_trim_idle(struct cache *c)
+{
+	mem_trim(c, 0);
 }

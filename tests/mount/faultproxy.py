@@ -29,6 +29,9 @@ request target) and still has a use left. Kinds:
                   Content-Length than the body has, send the body, then close.
     trickle       forward, then send the answer one byte every `interval` seconds
                   (default 1.0), status line first, for as long as the client waits.
+    misplaced     forward; a 206 answer comes back as the range from `shift` (default
+                  4096) bytes further on: Content-Range, Content-Length and body all
+                  say so (the answer of a store that got the offset wrong).
 
 `proxy.refuse()` closes the listening socket, so connections are refused as by a
 store that is down; `proxy.accept_again()` listens on the same port again.
@@ -46,7 +49,7 @@ import struct
 import threading
 import time
 
-KINDS = ("status", "reset", "stall", "truncate", "wrong_length", "trickle")
+KINDS = ("status", "reset", "stall", "truncate", "wrong_length", "trickle", "misplaced")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
               "trailer", "upgrade", "expect"}
 ERROR_CODES = {500: "InternalError", 502: "BadGateway", 503: "ServerBusy",
@@ -476,6 +479,18 @@ class FaultProxy:
             self._send(s, self._head_bytes(status, reason, rh) + data)
             s.shutdown(socket.SHUT_WR)
             return False
+        if kind == "misplaced" and status == 206:
+            shift = min(int(p.get("shift", 4096)), len(data) - 1)
+            out = []
+            for k, v in rh:
+                m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", v.strip())
+                if k.lower() == "content-range" and m:
+                    v = f"bytes {int(m.group(1)) + shift}-{m.group(2)}/{m.group(3)}"
+                elif k.lower() == "content-length":
+                    v = str(len(data) - shift)
+                out.append((k, v))
+            self._send(s, self._head_bytes(status, reason, out) + data[shift:])
+            return True
         if kind == "trickle":
             interval = float(p.get("interval", 1.0))
             for b in head + data:

@@ -57,7 +57,7 @@ def test_cold_read_survives_every_transient_fault(proxy, via, make_mount):
     failing = [("reset", {}), ("reset", {"forward": False}), ("reset", {"fraction": 0.95}),
                ("status", {"status": 500}), ("status", {"status": 503}),
                ("status", {"status": 429}), ("truncate", {}), ("truncate", {"fraction": 0}),
-               ("wrong_length", {})]
+               ("wrong_length", {}), ("misplaced", {})]
     slow = [("stall", {"seconds": 1.5, "where": "headers"}),
             ("stall", {"seconds": 1.5, "where": "body"})]
     for kind, params in failing + slow:
@@ -71,7 +71,7 @@ def test_cold_read_survives_every_transient_fault(proxy, via, make_mount):
     assert got == data
     assert proxy.pending() == 0
     assert proxy.injected(path=blob) == len(failing) + len(slow)
-    for kind in ("reset", "status", "truncate", "wrong_length", "stall"):
+    for kind in ("reset", "status", "truncate", "wrong_length", "stall", "misplaced"):
         assert proxy.injected(kind, path=blob) >= 1, kind
     # every byte was answered once (the slow answers among them), in at most one
     # ranged read per 1 MiB chunk (fewer once the reader is sequential: a run of

@@ -255,6 +255,7 @@ void fake_store_free(struct blob_store *s)
 
 static const struct blob_ops fake_ops = {
 	.name = "fake",
+	.flags = BLOB_PINNED_READS, /* a copy of one version, checked before */
 	.destroy = fake_destroy,
 	.list = fake_list,
 	.stat = fake_stat,
@@ -262,6 +263,23 @@ static const struct blob_ops fake_ops = {
 	.create = fake_create,
 	.replace = fake_replace,
 };
+
+/* The same store, but for its reads' promise (BLOB_PINNED_READS). */
+static const struct blob_ops fake_ops_unpinned = {
+	.name = "fake",
+	.destroy = fake_destroy,
+	.list = fake_list,
+	.stat = fake_stat,
+	.read_to = fake_read_to,
+	.create = fake_create,
+	.replace = fake_replace,
+};
+
+void fake_store_set_unpinned(struct blob_store *s)
+{
+	s->ops = &fake_ops_unpinned;
+}
+
 
 struct blob_store *fake_store_create(const char *id)
 {

@@ -20,6 +20,9 @@ void fake_store_delete(struct blob_store *s, const char *key);
 unsigned fake_store_reads(struct blob_store *s);
 unsigned fake_store_lists(struct blob_store *s);
 unsigned fake_store_gets(struct blob_store *s); /* stat calls */
+/* The store no longer promises that a read's bytes are of one version from the first
+ * on (BLOB_PINNED_READS), as a local folder cannot. */
+void fake_store_set_unpinned(struct blob_store *s);
 /* Reads delivering their bytes right now. */
 unsigned fake_store_active(struct blob_store *s);
 /* Reads deliver their bytes in pieces (0: two), delay_ms apart; with restart_after,

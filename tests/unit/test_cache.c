@@ -691,6 +691,58 @@ static void test_reader_served_as_bytes_arrive(void)
 	free(data);
 }
 
+/* From a store whose bytes are sure only once its read has returned (a local folder
+ * changed during the read is told at the end), no reader has bytes before that, and
+ * a sequential reader's chunks are fetched one a read. */
+static void test_unpinned_store_serves_bytes_once_read_whole(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	char *data = pattern(CS, 34), *buf = malloc(CS), small[100];
+	fake_store_put(s, "k", data, CS);
+	fake_store_set_unpinned(s);
+	fake_store_set_stream(s, 4, 300, 0);
+	struct cache *c = new_cache(s, 1 << 30, 0);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL), *g = open_blob(c, "k", NULL);
+	struct read_arg a = { .f = f, .buf = buf, .len = CS };
+	pthread_t t;
+	pthread_create(&t, NULL, reader_thread, &a);
+	for (int i = 0; i < 500 && fake_store_active(s) == 0; i++)
+		usleep(2000);
+	CHECK_EQ(fake_store_active(s), 1);
+	CHECK_EQ(cache_file_read(g, small, sizeof(small), 10), sizeof(small));
+	CHECK_EQ(fake_store_active(s), 0); /* served once the read was over */
+	CHECK(memcmp(small, data + 10, sizeof(small)) == 0);
+	pthread_join(t, NULL);
+	CHECK_EQ(a.got, CS);
+	CHECK(memcmp(buf, data, CS) == 0);
+	CHECK_EQ(fake_store_reads(s), 1);
+	cache_file_close(g);
+	cache_file_close(f);
+	cache_destroy(c);
+	/* a sequential reader with prefetch: one chunk a read */
+	s = fake_store_create("fake://a");
+	size_t len = 12 * CS;
+	char *big = pattern(len, 35), *all = malloc(len);
+	fake_store_put(s, "k2", big, len);
+	fake_store_set_unpinned(s);
+	fake_store_pin(s);
+	c = new_cache(s, 1 << 30, 4);
+	CHECK(cache_start(c) == 0);
+	f = open_blob(c, "k2", NULL);
+	for (size_t off = 0; off < len; off += 8192)
+		CHECK_EQ(cache_file_read(f, all + off, 8192, off), 8192);
+	CHECK(memcmp(all, big, len) == 0);
+	cache_file_close(f);
+	cache_destroy(c);
+	CHECK_EQ(fake_store_reads(s), 12);
+	fake_store_free(s);
+	free(all);
+	free(big);
+	free(buf);
+	free(data);
+}
+
 /* An answer that breaks off and starts again keeps the bytes already here as they
  * were; the chunks on disk are whole and exact (read back after memory is dropped,
  * none damaged). With workers, the runs of a sequential reader restart too. */
@@ -1083,6 +1135,7 @@ int main(void)
 	RUN(test_random_reader_fetches_only_what_it_touches);
 	RUN(test_reader_served_as_bytes_arrive);
 	RUN(test_answer_restarted_midway_keeps_bytes_exact);
+	RUN(test_unpinned_store_serves_bytes_once_read_whole);
 	RUN(test_run_restarted_midway_keeps_bytes_exact);
 	RUN(test_chunks_in_memory_stay_within_their_bound);
 	RUN(test_listing_is_cached_and_served_offline);
