@@ -4,6 +4,11 @@
  * Lock order: cache->lock before nothing else; cache_file->lock is never held while
  * taking cache->lock in the other order (chunk code takes cache->lock only with no
  * file lock held, or file lock then cache lock: never cache lock then file lock).
+ * cache->lock guards the chunk table, the LRU, the chunk buffers (mem.c), the
+ * prefetch queue and the writer's queue; its condition variables are one per kind of
+ * wait (cond: a chunk's bytes or state; mem_cond: a buffer; work, write_work,
+ * hash_work: a thread's queue), and waiters of cond are woken only when what they
+ * wait for may be there (struct cache_mem.want). The metas have their own lock.
  */
 #ifndef CACHE_PRIVATE_H
 #define CACHE_PRIVATE_H

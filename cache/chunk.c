@@ -1,11 +1,15 @@
 /*
- * chunk.c: file bytes through the cache: the chunk table, fetching, verifying,
- * eviction and prefetch.
+ * chunk.c: file bytes through the cache: the chunk table, verifying, eviction, the
+ * ways a chunk is used (cache_private.h lists them) and prefetch. Fetching is
+ * fetch.c's, the chunks held in memory mem.c's.
  *
  * A chunk is in one of three states (struct cache_chunk, under cache->lock):
  *   ABSENT   -> the first reader to want it marks it FETCHING and fetches it;
- *   FETCHING -> other readers wait on cache->cond: one fetch per chunk;
+ *   FETCHING -> its bytes arrive into a buffer (ch->mem), and readers are served
+ *               from there as far as it is filled; it stays FETCHING until it is
+ *               written to its file: one fetch per chunk;
  *   PRESENT  -> on disk as DIR/chunks/XX/<id>.<n>, in the LRU list.
+ * Whatever the state, bytes in ch->mem are the chunk's and are served first.
  * A chunk file is the data followed by a trailer (magic, CRC32C, length, index, blob
  * id). It is written in DIR/tmp and renamed into place, so a visible chunk file is
  * complete unless damaged afterwards; the trailer catches that, and the file is
@@ -14,8 +18,8 @@
  * never served; between the check and the read, a read lease (lease.c) keeps other
  * processes from changing it.
  *
- * When the chunk cannot be stored (disk full, read-only cache), the fetcher serves
- * its reader from memory and the chunk stays ABSENT: reads go on from the store.
+ * When the chunk cannot be stored (disk full, read-only cache), it stays ABSENT with
+ * its bytes in memory while its buffer lasts, then is fetched again.
  */
 #include "cache_private.h"
 #include "../blob/log.h"

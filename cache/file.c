@@ -18,9 +18,15 @@
  * the kernel sends readahead requests in parallel, so they arrive a little shuffled.
  * Capped at two chunks so that reads in distinct chunks never look sequential. */
 #define CHUNK_SEQ_SLACK (4ull << 20)
-/* A reader is sequential once it has read a whole chunk's worth in order: the kernel's
- * readahead around one mmap fault (at most max_readahead, 4 MiB, below the 8 MiB chunk)
- * does not make a random reader look sequential. */
+/* A reader is sequential once it has read half a chunk's worth in order: the kernel's
+ * readahead around one mmap fault (at most the mount's max_readahead, just under
+ * 1 MiB) does not make a random reader look sequential. Then the window of chunks
+ * fetched ahead starts at PREFETCH_FIRST and grows fourfold each time the reader
+ * needs more, up to the readahead: a download's parallel requests are there from
+ * the start, and every step of the ramp costs the reader a store's round trip. */
+#define PREFETCH_FIRST 4
+/* Chunks checked or read ahead from disk of a sequential reader of a cached file. */
+#define PREFETCH_DISK 8
 
 /* ---- blobs, files and prefetch ---- */
 
@@ -102,7 +108,7 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 	b->refs = 1;
 	f->cache = c;
 	f->blob = b;
-	f->window = 2;
+	f->window = PREFETCH_FIRST;
 	f->refs = 1;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->hash_done, NULL);
@@ -144,6 +150,22 @@ fail:
 	return ret;
 }
 
+/* Whether a chunk in [from, to] must come from the store. Takes cache->lock (under
+ * the file's lock: that order is allowed). */
+static int file_any_absent(struct cache *c, const struct cache_blob *b, uint64_t from,
+			   uint64_t to)
+{
+	int absent = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (uint64_t i = from; i <= to && !absent; i++) {
+		struct cache_chunk *ch = cache_chunk_find(c, b->hex, i);
+		absent = !ch || (ch->state == CHUNK_ABSENT && !ch->mem);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return absent;
+}
+
 /* Queues a prefetch job. Under cache->lock. */
 static void file_queue(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count)
 {
@@ -177,7 +199,7 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 	seq = off + slack >= f->next_off && off <= f->next_off + slack;
 	if (!seq) {
 		f->seq_bytes = 0;
-		f->window = 2;
+		f->window = PREFETCH_FIRST;
 		f->scheduled = 0;
 		f->next_off = off + len;
 		pthread_mutex_unlock(&f->lock);
@@ -187,7 +209,7 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 		f->seq_bytes += off + len - (off > f->next_off ? off : f->next_off);
 		f->next_off = off + len;
 	}
-	if (f->seq_bytes < c->chunk_size) {
+	if (f->seq_bytes < c->chunk_size / 2) {
 		pthread_mutex_unlock(&f->lock);
 		return;
 	}
@@ -200,13 +222,21 @@ static void file_prefetch(struct cache_file *f, uint64_t off, size_t len)
 	to = last + f->window;
 	if (to >= nchunks)
 		to = nchunks - 1;
+	if (from <= to && !file_any_absent(c, b, from, to)) {
+		/* all on disk (or in memory): the disk needs a far shorter lead than the
+		 * store, and a long one would queue the reader's next chunk behind
+		 * hundreds of MiB of readahead; one chunk a job */
+		if (to > last + PREFETCH_DISK)
+			to = last + PREFETCH_DISK;
+		run = 1;
+	}
 	if (from <= to && to + 1 < nchunks)
 		to = from + (to + 1 - from) / run * run - 1;
 	if (from <= to) {
 		f->scheduled = to + 1;
-		/* the window doubles each time the reader needs more, up to readahead */
+		/* the window grows each time the reader needs more, up to readahead */
 		if (f->window < c->readahead)
-			f->window = f->window * 2 > c->readahead ? c->readahead : f->window * 2;
+			f->window = f->window * 4 > c->readahead ? c->readahead : f->window * 4;
 	}
 	pthread_mutex_unlock(&f->lock);
 

@@ -3,7 +3,9 @@
  *
  * Reads of a file with a sha256 go to the kernel without a copy (cache_file_map),
  * like any other. One hasher thread per cache follows behind them and hashes the
- * blob in order from its cache files, as far as its chunks are there: it never
+ * blob in order, from the chunks' buffers while they are in memory (a reader of a
+ * file still to be hashed leaves them there for it) and else from the cache files,
+ * as far as its chunks are there: it never
  * fetches anything for a reader that skips parts (mmap). The read that completes the
  * file (every chunk read at least once, in any order) waits for the verdict, and then
  * the hasher fetches whatever it still lacks. On a mismatch that read and every later
