@@ -279,8 +279,11 @@ void cache_chunk_stored(struct cache *c, struct cache_chunk *ch, const struct st
 int cache_chunk_commit(struct cache *c, int fd, const char *tmp, const struct cache_blob *b,
 		       uint64_t index, const char *data, uint64_t len, uint32_t crc,
 		       struct stat *st, int *checked);
-/* Evicts until need more bytes fit (a disk found full). Takes cache->lock. */
-void cache_chunks_make_room(struct cache *c, uint64_t need);
+/* Evicts until need more bytes fit within the bound, or (full: a disk found full)
+ * until need bytes of chunk files are gone. Takes cache->lock. */
+void cache_chunks_make_room(struct cache *c, uint64_t need, int full);
+/* The size of the file of a chunk of len bytes (with its trailer). Cannot fail. */
+uint64_t cache_chunk_file_size(uint64_t len);
 int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
 /* Lists the chunk files checked, for the next cache over the folder (chunk.c). */

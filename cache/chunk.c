@@ -397,10 +397,21 @@ void cache_chunk_stored(struct cache *c, struct cache_chunk *ch, const struct st
 	pthread_cond_broadcast(&c->cond);
 }
 
-void cache_chunks_make_room(struct cache *c, uint64_t need)
+uint64_t cache_chunk_file_size(uint64_t len)
 {
+	return len + sizeof(struct chunk_trailer);
+}
+
+void cache_chunks_make_room(struct cache *c, uint64_t need, int full)
+{
+	uint64_t limit;
+
 	pthread_mutex_lock(&c->lock);
-	chunk_evict(c, c->stats.disk_bytes > need ? c->stats.disk_bytes - need : 0);
+	if (full) /* the disk is: whatever the bound, free what the chunk needs */
+		limit = c->stats.disk_bytes > need ? c->stats.disk_bytes - need : 0;
+	else
+		limit = c->max_bytes > need ? c->max_bytes - need : 0;
+	chunk_evict(c, limit);
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -88,8 +88,11 @@ static void write_chunk(struct cache *c, struct cache_write *w)
 	struct stat st;
 	char tmp[PATH_MAX];
 	int direct, checked = 0, ret;
-	int fd = temp_open(c, tmp, sizeof(tmp), &direct);
+	int fd;
 
+	/* room first: the files on disk never exceed the bound, even for a moment */
+	cache_chunks_make_room(c, cache_chunk_file_size(m->len), 0);
+	fd = temp_open(c, tmp, sizeof(tmp), &direct);
 	ret = fd < 0 ? fd : 0;
 	if (ret == 0) {
 		/* direct I/O wants whole blocks: the last chunk's tail goes through the
@@ -109,7 +112,7 @@ static void write_chunk(struct cache *c, struct cache_write *w)
 	if (ret == -ENOSPC || ret == -EDQUOT) {
 		/* the cache's filesystem is full: make room by dropping old chunks, then
 		 * try once more */
-		cache_chunks_make_room(c, m->len + 4096);
+		cache_chunks_make_room(c, cache_chunk_file_size(m->len), 1);
 		fd = temp_open(c, tmp, sizeof(tmp), &direct);
 		ret = fd < 0 ? fd : cache_chunk_commit(c, fd, tmp, w->blob, w->chunk->index,
 							m->buf, m->len, w->crc, &st, &checked);
