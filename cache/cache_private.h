@@ -286,8 +286,15 @@ void cache_chunks_make_room(struct cache *c, uint64_t need, int full);
 uint64_t cache_chunk_file_size(uint64_t len);
 int cache_chunks_scan(struct cache *c);
 void cache_chunks_free(struct cache *c);
-/* Lists the chunk files checked, for the next cache over the folder (chunk.c). */
+/* Whether a chunk's file, as last seen, carries the mark of a checked file (the fixed
+ * mtime). Under cache->lock. Cannot fail. */
+int cache_chunk_marked(const struct cache_chunk *ch);
+
+/* known.c: the chunk files checked, for the next cache over the folder: listed at a
+ * clean end, read (and removed) at start, marking verified the chunks whose files
+ * are unchanged. */
 void cache_chunks_known_save(struct cache *c);
+void cache_chunks_known_load(struct cache *c);
 void *cache_worker(void *arg);
 void cache_blob_unref(struct cache *c, struct cache_blob *b);
 

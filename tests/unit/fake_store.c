@@ -31,6 +31,7 @@ struct fake_store {
 	unsigned active;	/* reads delivering now */
 	int fail;
 	int pinned;
+	struct blob_ops ops;
 };
 
 static struct fake_store *fk(struct blob_store *s)
@@ -264,20 +265,11 @@ static const struct blob_ops fake_ops = {
 	.replace = fake_replace,
 };
 
-/* The same store, but for its reads' promise (BLOB_PINNED_READS). */
-static const struct blob_ops fake_ops_unpinned = {
-	.name = "fake",
-	.destroy = fake_destroy,
-	.list = fake_list,
-	.stat = fake_stat,
-	.read_to = fake_read_to,
-	.create = fake_create,
-	.replace = fake_replace,
-};
-
 void fake_store_set_unpinned(struct blob_store *s)
 {
-	s->ops = &fake_ops_unpinned;
+	struct fake_store *f = fk(s);
+
+	f->ops.flags &= ~BLOB_PINNED_READS;
 }
 
 
@@ -285,7 +277,8 @@ struct blob_store *fake_store_create(const char *id)
 {
 	struct fake_store *f = calloc(1, sizeof(*f));
 
-	f->base.ops = &fake_ops;
+	f->ops = fake_ops;
+	f->base.ops = &f->ops; /* its own, so a test can change its flags */
 	f->base.id = strdup(id);
 	pthread_mutex_init(&f->lock, NULL);
 	return &f->base;
