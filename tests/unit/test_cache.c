@@ -823,6 +823,44 @@ static void test_chunks_in_memory_stay_within_their_bound(void)
 	free(data);
 }
 
+/* A cache folder on tmpfs (which may refuse direct I/O): the chunk files written
+ * behind the readers are whole and exact all the same. */
+static void test_chunks_written_where_direct_io_may_be_refused(void)
+{
+	struct blob_store *s = fake_store_create("fake://a");
+	size_t len = 3 * CS + 77;
+	char *data = pattern(len, 36), *buf = malloc(len), dir[] = "/dev/shm/afs-unit.XXXXXX";
+	struct cache_stats st;
+	fake_store_put(s, "k", data, len);
+	fake_store_pin(s);
+	CHECK(mkdtemp(dir) != NULL);
+	struct cache_config cfg = { .dir = dir, .max_bytes = 1 << 30, .chunk_size = CS,
+				    .ttl = 1000 };
+	struct cache *c = NULL;
+	char err[256];
+	CHECK_EQ(cache_create(&cfg, s, &c, err, sizeof(err)), 0);
+	CHECK(cache_start(c) == 0);
+	struct cache_file *f = open_blob(c, "k", NULL);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	CHECK(memcmp(buf, data, len) == 0);
+	cache_mem_trim(c); /* now from the files */
+	memset(buf, 0, len);
+	CHECK_EQ(cache_file_read(f, buf, len, 0), len);
+	CHECK(memcmp(buf, data, len) == 0);
+	cache_get_stats(c, &st);
+	CHECK_EQ(st.chunks, 4);
+	CHECK_EQ(st.damaged, 0);
+	CHECK_EQ(fake_store_reads(s), 4);
+	cache_file_close(f);
+	cache_destroy(c);
+	fake_store_free(s);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	free(buf);
+	free(data);
+}
+
 static void test_listing_is_cached_and_served_offline(void)
 {
 	struct blob_store *s = fake_store_create("fake://a");
@@ -1138,6 +1176,7 @@ int main(void)
 	RUN(test_unpinned_store_serves_bytes_once_read_whole);
 	RUN(test_run_restarted_midway_keeps_bytes_exact);
 	RUN(test_chunks_in_memory_stay_within_their_bound);
+	RUN(test_chunks_written_where_direct_io_may_be_refused);
 	RUN(test_listing_is_cached_and_served_offline);
 	RUN(test_immutable_record_served_from_disk);
 	RUN(test_mutable_record_refreshes_after_ttl);
