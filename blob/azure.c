@@ -20,10 +20,12 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define AZURE_VERSION "2021-08-06"
 #define AZURE_PAGE_MAX 5000
@@ -55,6 +57,8 @@ struct az_req {
 	char range[64];		/* x-ms-range value, or "" */
 	const char *if_match;
 	const char *if_none_match;
+	const char *content_md5;	/* base64, or NULL */
+	const char *copy_source;	/* x-ms-copy-source (a URL: may hold a SAS) */
 	size_t content_length;
 	int put_blob;
 };
@@ -76,7 +80,8 @@ static int az_sign(void *ctx, struct curl_slist **headers)
 {
 	struct az_req *r = ctx;
 	char date[64], xdate[96], xver[64], xrange[96], clen[32] = "", sig[128];
-	const char *ms[5];
+	const char *ms[6];
+	char *xcopy = NULL;
 	int n = 0, ret = 0;
 	time_t now = time(NULL);
 	struct tm tm;
@@ -93,13 +98,28 @@ static int az_sign(void *ctx, struct curl_slist **headers)
 	}
 	if (r->put_blob)
 		ms[n++] = "x-ms-blob-type:BlockBlob";
+	if (r->copy_source) {
+		if (asprintf(&xcopy, "x-ms-copy-source:%s", r->copy_source) < 0)
+			return -ENOMEM;
+		ms[n++] = xcopy;
+	}
 	ms[n] = NULL;
 	for (int i = 0; i < n && ret == 0; i++) {
 		const char *colon = strchr(ms[i], ':');
-		char line[256];
-		snprintf(line, sizeof(line), "%.*s: %s", (int)(colon - ms[i]), ms[i], colon + 1);
-		ret = add_header(headers, "%s", line);
+		char *line = NULL;
+		if (asprintf(&line, "%.*s: %s", (int)(colon - ms[i]), ms[i], colon + 1) < 0)
+			ret = -ENOMEM;
+		struct curl_slist *nl = ret == 0 ? curl_slist_append(*headers, line) : NULL;
+		if (ret == 0 && !nl)
+			ret = -ENOMEM;
+		if (nl)
+			*headers = nl;
+		if (line)
+			OPENSSL_cleanse(line, strlen(line));
+		free(line);
 	}
+	if (ret == 0 && r->content_md5)
+		ret = add_header(headers, "Content-MD5: %s", r->content_md5);
 	if (ret == 0 && r->if_match)
 		ret = add_header(headers, "If-Match: %s", r->if_match);
 	if (ret == 0 && r->if_none_match)
@@ -110,6 +130,7 @@ static int az_sign(void *ctx, struct curl_slist **headers)
 		struct azure_sign_input in = {
 			.verb = r->verb,
 			.content_length = clen,
+			.content_md5 = r->content_md5,
 			.content_type = "",
 			.if_match = r->if_match ? r->if_match : "",
 			.if_none_match = r->if_none_match ? r->if_none_match : "",
@@ -120,9 +141,9 @@ static int az_sign(void *ctx, struct curl_slist **headers)
 			.query = r->query,
 		};
 		char *sts = azure_string_to_sign(&in);
-		if (!sts)
-			return -ENOMEM;
-		ret = azure_signature(r->a->key, sts, sig, sizeof(sig));
+		ret = sts ? azure_signature(r->a->key, sts, sig, sizeof(sig)) : -ENOMEM;
+		if (sts)
+			OPENSSL_cleanse(sts, strlen(sts));
 		free(sts);
 		if (ret == 0) {
 			char auth[256];
@@ -132,6 +153,10 @@ static int az_sign(void *ctx, struct curl_slist **headers)
 			OPENSSL_cleanse(auth, sizeof(auth));
 		}
 		OPENSSL_cleanse(sig, sizeof(sig));
+	}
+	if (xcopy) {
+		OPENSSL_cleanse(xcopy, strlen(xcopy));
+		free(xcopy);
 	}
 	return ret;
 }
@@ -347,20 +372,45 @@ static ssize_t az_read_to(struct blob_store *s, const char *key, const char *eta
 	return ret;
 }
 
-static int az_put(struct blob_azure *a, const char *key, const char *if_match,
-		  const void *data, size_t len)
+/* The stat of the version a write made, from its answer. */
+static void written_stat(const struct http_response *resp, uint64_t size, struct blob_stat *out)
+{
+	if (!out)
+		return;
+	memset(out, 0, sizeof(*out));
+	out->size = size;
+	out->mtime.tv_sec = (time_t)azure_parse_date(resp->last_modified);
+	snprintf(out->etag, sizeof(out->etag), "%s", resp->etag);
+}
+
+/* Base64 of the MD5 of data, for Content-MD5 (a check of the bytes in transit). */
+static void md5_b64(const void *data, size_t len, char out[32])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
+	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
+}
+
+/* Put Blob: if_match set, only over that version; else with excl only if absent. */
+static int az_put(struct blob_azure *a, const char *key, const char *if_match, int excl,
+		  const void *data, size_t len, struct blob_stat *out)
 {
 	struct az_req r = { .a = a, .verb = "PUT", .put_blob = 1, .content_length = len };
 	struct http_request hq = { .body = data, .body_len = len };
 	struct http_response resp;
+	char md5[32];
 	int ret;
 
 	r.path = blob_path(a, key);
 	if (!r.path)
 		return -ENOMEM;
+	md5_b64(data, len, md5);
+	r.content_md5 = md5;
 	if (if_match)
 		r.if_match = if_match;
-	else
+	else if (excl)
 		r.if_none_match = "*";
 	ret = az_run(&r, key, &hq, &resp);
 	if (ret == 0)
@@ -368,6 +418,8 @@ static int az_put(struct blob_azure *a, const char *key, const char *if_match,
 	/* create-only answers 409 BlobAlreadyExists (Azure) or 412 (some servers) */
 	if (!if_match && ret == -ESTALE)
 		ret = -EEXIST;
+	if (ret == 0)
+		written_stat(&resp, len, out);
 	http_response_release(&resp);
 	req_free(&r);
 	return ret;
@@ -375,15 +427,259 @@ static int az_put(struct blob_azure *a, const char *key, const char *if_match,
 
 static int az_create(struct blob_store *s, const char *key, const void *data, size_t len)
 {
-	return az_put(az_of(s), key, NULL, data, len);
+	return az_put(az_of(s), key, NULL, 1, data, len, NULL);
 }
 
 static int az_replace(struct blob_store *s, const char *key, const char *etag,
 		      const void *data, size_t len)
 {
-	int ret = az_put(az_of(s), key, etag, data, len);
+	int ret = az_put(az_of(s), key, etag, 0, data, len, NULL);
 
 	return ret == -EEXIST ? -ESTALE : ret;
+}
+
+static int az_put_whole(struct blob_store *s, const char *key, const void *data, size_t len,
+			int excl, struct blob_stat *out)
+{
+	return az_put(az_of(s), key, NULL, excl, data, len, out);
+}
+
+/* An upload is a set of uncommitted blocks, named by this upload's random id and the
+ * part's index, so that two writers of one blob never mix their blocks: Put Block
+ * List commits one upload's, and blocks never committed are dropped by the store. */
+struct blob_upload {
+	char id[17];
+	char key[];
+};
+
+/* The url-encoded base64 block id of part index: every id of a blob has one length. */
+static void block_id(const struct blob_upload *u, unsigned index, char *out, size_t size,
+		     int encoded)
+{
+	char raw[32];
+	unsigned char b64[48];
+
+	snprintf(raw, sizeof(raw), "%s%06u", u->id, index);
+	EVP_EncodeBlock(b64, (const unsigned char *)raw, (int)strlen(raw));
+	if (!encoded) {
+		snprintf(out, size, "%s", (char *)b64);
+		return;
+	}
+	size_t o = 0;
+	for (const unsigned char *p = b64; *p && o + 4 < size; p++) {
+		if (*p == '+' || *p == '/' || *p == '=')
+			o += (size_t)snprintf(out + o, size - o, "%%%02X", *p);
+		else
+			out[o++] = (char)*p;
+	}
+	out[o] = '\0';
+}
+
+static int az_upload_begin(struct blob_store *s, const char *key, struct blob_upload **out)
+{
+	unsigned char rnd[8];
+	struct blob_upload *u;
+
+	(void)s;
+	if (getentropy(rnd, sizeof(rnd)) < 0)
+		return -EIO;
+	u = calloc(1, sizeof(*u) + strlen(key) + 1);
+	if (!u)
+		return -ENOMEM;
+	for (int i = 0; i < 8; i++)
+		snprintf(u->id + 2 * i, 3, "%02x", rnd[i]);
+	strcpy(u->key, key);
+	*out = u;
+	return 0;
+}
+
+static int az_upload_part(struct blob_store *s, struct blob_upload *u, unsigned index,
+			  uint64_t off, const void *data, size_t len)
+{
+	struct blob_azure *a = az_of(s);
+	struct az_req r = { .a = a, .verb = "PUT", .content_length = len };
+	struct http_request hq = { .body = data, .body_len = len };
+	struct http_response resp;
+	char id[96], md5[32];
+	int ret;
+
+	(void)off;
+	block_id(u, index, id, sizeof(id), 1);
+	r.path = blob_path(a, u->key);
+	if (!r.path || asprintf(&r.query, "blockid=%s&comp=block", id) < 0) {
+		r.query = NULL;
+		req_free(&r);
+		return -ENOMEM;
+	}
+	md5_b64(data, len, md5);
+	r.content_md5 = md5;
+	ret = az_run(&r, u->key, &hq, &resp);
+	if (ret == 0)
+		ret = az_errno(a, &resp, u->key);
+	http_response_release(&resp);
+	req_free(&r);
+	return ret;
+}
+
+static int az_upload_commit(struct blob_store *s, struct blob_upload *u, unsigned nparts,
+			    uint64_t size, int excl, struct blob_stat *out)
+{
+	struct blob_azure *a = az_of(s);
+	struct az_req r = { .a = a, .verb = "PUT" };
+	struct http_request hq = { 0 };
+	struct http_response resp;
+	char *body = NULL, id[64];
+	size_t len = 0, cap = 128 + (size_t)nparts * 64;
+	int ret = -ENOMEM;
+
+	body = malloc(cap);
+	if (!body)
+		goto out;
+	len = (size_t)snprintf(body, cap, "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+	for (unsigned i = 0; i < nparts; i++) {
+		block_id(u, i, id, sizeof(id), 0);
+		len += (size_t)snprintf(body + len, cap - len, "<Latest>%s</Latest>", id);
+	}
+	len += (size_t)snprintf(body + len, cap - len, "</BlockList>");
+	r.path = blob_path(a, u->key);
+	r.query = strdup("comp=blocklist");
+	if (!r.path || !r.query)
+		goto out;
+	r.content_length = len;
+	if (excl)
+		r.if_none_match = "*";
+	hq.body = body;
+	hq.body_len = len;
+	ret = az_run(&r, u->key, &hq, &resp);
+	if (ret == 0)
+		ret = az_errno(a, &resp, u->key);
+	if (ret == -ESTALE && excl)
+		ret = -EEXIST;
+	if (ret == 0)
+		written_stat(&resp, size, out);
+	http_response_release(&resp);
+out:
+	free(body);
+	req_free(&r);
+	free(u);
+	return ret;
+}
+
+static void az_upload_abort(struct blob_store *s, struct blob_upload *u)
+{
+	(void)s;
+	free(u); /* the store drops blocks never committed */
+}
+
+static int az_remove(struct blob_store *s, const char *key)
+{
+	struct blob_azure *a = az_of(s);
+	struct az_req r = { .a = a, .verb = "DELETE" };
+	struct http_request hq = { 0 };
+	struct http_response resp;
+	int ret;
+
+	r.path = blob_path(a, key);
+	if (!r.path)
+		return -ENOMEM;
+	ret = az_run(&r, key, &hq, &resp);
+	if (ret == 0)
+		ret = az_errno(a, &resp, key);
+	if (ret == -ENODEV)
+		ret = -ENOENT;
+	http_response_release(&resp);
+	req_free(&r);
+	return ret;
+}
+
+/* Longest wait for a copy the store finishes in the background. */
+#define AZURE_COPY_WAIT_MS (600u * 1000u)
+
+/* Copy Blob inside the account, then waits until the copy is done. */
+static int az_copy(struct blob_azure *a, const char *src, const char *dst, struct blob_stat *out)
+{
+	struct az_req r = { .a = a, .verb = "PUT" };
+	struct http_request hq = { .capture = "x-ms-copy-status" };
+	struct http_response resp;
+	char *spath = blob_path(a, src), *surl = NULL;
+	int ret = -ENOMEM;
+
+	r.path = blob_path(a, dst);
+	if (!spath || !r.path ||
+	    asprintf(&surl, "%s%s%s%s", a->host, spath, a->sas ? "?" : "", a->sas ? a->sas : "") < 0) {
+		surl = NULL;
+		goto out;
+	}
+	r.copy_source = surl;
+	ret = az_run(&r, dst, &hq, &resp);
+	if (ret == 0)
+		ret = az_errno(a, &resp, dst);
+	if (ret == -ENODEV)
+		ret = -ENOENT;
+	if (ret == 0 && strcmp(resp.captured, "success") != 0) {
+		/* pending: the store copies in the background */
+		uint64_t waited = 0;
+		unsigned step = 100;
+		for (;;) {
+			struct az_req h = { .a = a, .verb = "HEAD" };
+			struct http_request hh = { .capture = "x-ms-copy-status" };
+			struct http_response hr;
+			char status[sizeof(hr.captured)];
+			h.path = blob_path(a, dst);
+			if (!h.path) {
+				ret = -ENOMEM;
+				break;
+			}
+			ret = az_run(&h, dst, &hh, &hr);
+			if (ret == 0)
+				ret = az_errno(a, &hr, dst);
+			snprintf(status, sizeof(status), "%s", hr.captured);
+			http_response_release(&hr);
+			req_free(&h);
+			if (ret < 0 || strcmp(status, "pending") != 0) {
+				if (ret == 0 && strcmp(status, "success") != 0 && status[0]) {
+					LOG_ERROR("%s: the store's copy from '%s' ended '%s'", dst,
+						  src, status);
+					ret = -EIO;
+				}
+				break;
+			}
+			if (waited > AZURE_COPY_WAIT_MS) {
+				LOG_ERROR("%s: the store's copy from '%s' still pending after %u s",
+					  dst, src, AZURE_COPY_WAIT_MS / 1000);
+				ret = -EIO;
+				break;
+			}
+			struct timespec ts = { step / 1000, (long)(step % 1000) * 1000000L };
+			nanosleep(&ts, NULL);
+			waited += step;
+			step = step < 2000 ? step * 2 : 2000;
+		}
+	}
+	http_response_release(&resp);
+	if (ret == 0 && out)
+		ret = az_stat(&a->base, dst, out);
+out:
+	if (surl)
+		OPENSSL_cleanse(surl, strlen(surl));
+	free(surl);
+	free(spath);
+	req_free(&r);
+	return ret;
+}
+
+static int az_move(struct blob_store *s, const char *src, const char *dst,
+		   struct blob_stat *out)
+{
+	struct blob_azure *a = az_of(s);
+	int ret = az_copy(a, src, dst, out);
+
+	if (ret == 0) {
+		ret = az_remove(s, src);
+		if (ret == -ENOENT)
+			ret = 0; /* removed meanwhile: the move is done all the same */
+	}
+	return ret;
 }
 
 static int az_check(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen)
@@ -473,6 +769,13 @@ static const struct blob_ops azure_ops = {
 	.check = az_check,
 	.down = az_down,
 	.stop = az_stop,
+	.put = az_put_whole,
+	.upload_begin = az_upload_begin,
+	.upload_part = az_upload_part,
+	.upload_commit = az_upload_commit,
+	.upload_abort = az_upload_abort,
+	.remove = az_remove,
+	.move = az_move,
 };
 
 /* Chooses the credential: the first source found in the environment wins. */

@@ -33,6 +33,7 @@ void azure_conn_release(struct azure_conn *c);
 struct azure_sign_input {
 	const char *verb;
 	const char *content_length;	/* "" when none or 0 */
+	const char *content_md5;	/* base64, or NULL */
 	const char *content_type;
 	const char *if_match;
 	const char *if_none_match;

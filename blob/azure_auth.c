@@ -205,7 +205,8 @@ static int str_cmp(const void *a, const void *b)
 char *azure_string_to_sign(const struct azure_sign_input *in)
 {
 	struct dynstr d = { 0 };
-	const char *lines[] = { in->verb, "", "", in->content_length, "", in->content_type, "",
+	const char *lines[] = { in->verb, "", "", in->content_length,
+				in->content_md5 ? in->content_md5 : "", in->content_type, "",
 				"", in->if_match, in->if_none_match, "", in->range };
 	char **hdrs = NULL, **params = NULL;
 	size_t nh = 0, np = 0;

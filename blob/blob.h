@@ -32,6 +32,7 @@
 #define BLOB_ETAG_MAX 128
 
 struct blob_store;
+struct blob_upload; /* a write in parts, the backend's own */
 
 /* One entry of a listing: a blob or a folder, named by its last segment. */
 struct blob_entry {
@@ -101,7 +102,40 @@ struct blob_ops {
 	 * -EIO at once: for the end of the mount, so no thread waits out a deadline on
 	 * a store that stalls. Cannot fail; irreversible. */
 	void (*stop)(struct blob_store *s);
+
+	/* ---- writes (optional: a store without them is read-only) ----
+	 * A blob is written whole: nothing of it is visible until the write ends, and
+	 * then all of it at once, replacing what the key held. excl: only when the key
+	 * is free, -EEXIST when it is taken. *out (may be NULL) gets the new version. */
+	/* Writes len bytes from data as the blob, in one request. */
+	int (*put)(struct blob_store *s, const char *key, const void *data, size_t len,
+		   int excl, struct blob_stat *out);
+	/* Starts a write in parts: part i holds the bytes at off, every part but the
+	 * last of one size (at least BLOB_PART_MIN), at most BLOB_PARTS_MAX parts. Parts
+	 * go in any order, from many threads at once; a part sent again replaces the
+	 * earlier one. */
+	int (*upload_begin)(struct blob_store *s, const char *key, struct blob_upload **out);
+	int (*upload_part)(struct blob_store *s, struct blob_upload *u, unsigned index,
+			   uint64_t off, const void *data, size_t len);
+	/* Makes parts 0..nparts-1 (size bytes in all) the blob. The upload ends, done or
+	 * failed: u is freed. */
+	int (*upload_commit)(struct blob_store *s, struct blob_upload *u, unsigned nparts,
+			     uint64_t size, int excl, struct blob_stat *out);
+	/* Ends an upload without a blob, leaving no part behind. Cannot fail. */
+	void (*upload_abort)(struct blob_store *s, struct blob_upload *u);
+	/* Deletes a blob: -ENOENT when there is none. */
+	int (*remove)(struct blob_store *s, const char *key);
+	/* Moves the blob src to dst (dst replaced). A store with no rename copies inside
+	 * the store, then deletes src: in between, both are there. */
+	int (*move)(struct blob_store *s, const char *src, const char *dst,
+		    struct blob_stat *out);
 };
+
+/* Parts: the smallest but the last, and the most of one blob (S3's bounds, which
+ * every store accepts). */
+#define BLOB_PART_MIN (5u << 20)
+#define BLOB_PARTS_MAX 10000u
+
 
 /* The common head of every backend's store struct. */
 struct blob_store {
@@ -136,6 +170,12 @@ void blob_destroy(struct blob_store *s);
 
 /* See struct blob_ops. Stores without the operation are never down and have nothing
  * in flight to stop. Cannot fail. */
+/* Whether the store takes writes. Cannot fail. */
+static inline int blob_writable(const struct blob_store *s)
+{
+	return s->ops->put && s->ops->upload_begin && s->ops->remove && s->ops->move;
+}
+
 static inline int blob_down(struct blob_store *s)
 {
 	return s->ops->down ? s->ops->down(s) : 0;
@@ -177,6 +217,47 @@ static inline int blob_replace(struct blob_store *s, const char *key, const char
 			       const void *data, size_t len)
 {
 	return s->ops->replace(s, key, etag, data, len);
+}
+
+static inline int blob_put(struct blob_store *s, const char *key, const void *data,
+			   size_t len, int excl, struct blob_stat *out)
+{
+	return s->ops->put(s, key, data, len, excl, out);
+}
+
+static inline int blob_upload_begin(struct blob_store *s, const char *key,
+				    struct blob_upload **out)
+{
+	return s->ops->upload_begin(s, key, out);
+}
+
+static inline int blob_upload_part(struct blob_store *s, struct blob_upload *u,
+				   unsigned index, uint64_t off, const void *data, size_t len)
+{
+	return s->ops->upload_part(s, u, index, off, data, len);
+}
+
+static inline int blob_upload_commit(struct blob_store *s, struct blob_upload *u,
+				     unsigned nparts, uint64_t size, int excl,
+				     struct blob_stat *out)
+{
+	return s->ops->upload_commit(s, u, nparts, size, excl, out);
+}
+
+static inline void blob_upload_abort(struct blob_store *s, struct blob_upload *u)
+{
+	s->ops->upload_abort(s, u);
+}
+
+static inline int blob_remove(struct blob_store *s, const char *key)
+{
+	return s->ops->remove(s, key);
+}
+
+static inline int blob_move(struct blob_store *s, const char *src, const char *dst,
+			    struct blob_stat *out)
+{
+	return s->ops->move(s, src, dst, out);
 }
 
 /*

@@ -238,8 +238,10 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		/* a new response (after 100-continue): forget the previous headers */
 		r->has_length = 0;
 		r->has_range = 0;
-		r->etag[0] = r->last_modified[0] = r->error_code[0] = '\0';
+		r->etag[0] = r->last_modified[0] = r->error_code[0] = r->captured[0] = '\0';
 		a->retry_after_ms = 0;
+	} else if (a->req->capture && header_is(line, len, a->req->capture, &v, &vlen)) {
+		copy_value(r->captured, sizeof(r->captured), v, vlen);
 	} else if (header_is(line, len, "ETag", &v, &vlen)) {
 		copy_value(r->etag, sizeof(r->etag), v, vlen);
 	} else if (header_is(line, len, "Content-Length", &v, &vlen)) {

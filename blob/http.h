@@ -41,6 +41,7 @@ struct http_request {
 	uint64_t range_start;
 	unsigned deadline_ms;		/* 0: the store's deadline */
 	int quiet;			/* no log line on giving up (the caller reports) */
+	const char *capture;		/* a response header whose value to keep, or NULL */
 	char *errbuf;			/* if set: why the last attempt failed */
 	size_t errlen;
 };
@@ -54,6 +55,7 @@ struct http_response {
 	char error_code[64];		/* x-ms-error-code, or the <Code> of the body */
 	uint64_t range_start;		/* from Content-Range */
 	int has_range;
+	char captured[256];		/* the value of request.capture, or "" */
 	size_t received;		/* bytes handed to the sink */
 	char *body;			/* owned: the kept body, NUL-terminated */
 	size_t body_len;

@@ -7,9 +7,13 @@
  * nanosecond mtime: any write or replacement of the file gives a new etag, which is
  * what lets the cache and the registry trust it.
  *
- * Writes are small records only: create-if-absent writes a temp file and link(2)s it
- * into place (link fails atomically when the name is taken); replace-if-unchanged
- * holds flock(2) on the parent directory while it compares the etag and renames.
+ * Every write goes to a temp file first (its name starts with LOCAL_TMP_PREFIX, which
+ * listings skip), made durable with fsync(2), then renamed into place, so a blob is
+ * never seen half written. Create-if-absent link(2)s the temp file instead (link
+ * fails atomically when the name is taken); replace-if-unchanged holds flock(2) on
+ * the parent directory while it compares the etag and renames. Uploads in parts
+ * write at their offsets into one temp file in LOCAL_UPLOADS at the root. A folder
+ * left empty by a delete or a move is removed, as a blob store has no empty folders.
  */
 #include "blob_private.h"
 #include "log.h"
@@ -79,6 +83,9 @@ static int local_errno(int e)
 		return -ENOMEM;
 	case EEXIST:
 		return -EEXIST;
+	case ENOSPC:
+	case EDQUOT:
+		return -ENOSPC;
 	default:
 		return -EIO;
 	}
@@ -384,6 +391,247 @@ out:
 	return ret;
 }
 
+/* Makes a temp file in the folder dfd, its name into tmp: an fd or -errno. */
+static int local_tmp_open(int dfd, char *tmp, size_t size)
+{
+	unsigned char rnd[8];
+
+	for (int tries = 0; tries < 100; tries++) {
+		if (getentropy(rnd, sizeof(rnd)) < 0)
+			return -EIO;
+		snprintf(tmp, size, LOCAL_TMP_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0],
+			 rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+		int fd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return local_errno(errno);
+	}
+	return -EIO;
+}
+
+static int local_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pwrite(fd, (const char *)data + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return local_errno(errno);
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Removes the folders of key left empty, deepest first, up to (not including) the
+ * top-level folder. Cannot fail. */
+static void local_prune(struct blob_local *l, const char *key)
+{
+	size_t len = strlen(key);
+
+	for (;;) {
+		while (len > 0 && key[len - 1] != '/')
+			len--;
+		if (len == 0)
+			return;
+		len--; /* the folder key[0..len) */
+		size_t plen = len;
+		while (plen > 0 && key[plen - 1] != '/')
+			plen--;
+		if (plen == 0)
+			return; /* a top-level folder stays */
+		char name[NAME_MAX + 1];
+		if (len - plen > NAME_MAX)
+			return;
+		memcpy(name, key + plen, len - plen);
+		name[len - plen] = '\0';
+		int dfd = local_dir(l, key, plen, 0);
+		if (dfd < 0)
+			return;
+		int r = unlinkat(dfd, name, AT_REMOVEDIR);
+		close(dfd);
+		if (r < 0)
+			return;
+	}
+}
+
+/* Puts the file tmp of folder tfd at key: renamed over what is there, or with excl
+ * linked only if the name is free (the caller then removes tmp). On failure tmp
+ * stays where it was. */
+static int local_place(struct blob_local *l, int tfd, const char *tmp, const char *key,
+		       int excl, struct blob_stat *out)
+{
+	const char *name;
+	struct stat st;
+	int dfd = local_parent(l, key, 1, &name), ret = 0;
+
+	if (dfd < 0)
+		return dfd;
+	if (excl ? linkat(tfd, tmp, dfd, name, 0) < 0 : renameat(tfd, tmp, dfd, name) < 0)
+		ret = local_errno(errno);
+	if (ret == 0 && fsync(dfd) < 0)
+		ret = local_errno(errno);
+	if (ret == 0 && out) {
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = local_errno(errno);
+		} else {
+			out->size = (uint64_t)st.st_size;
+			out->mtime = st.st_mtim;
+			local_etag(&st, out->etag);
+		}
+	}
+	close(dfd);
+	return ret;
+}
+
+static int local_put(struct blob_store *s, const char *key, const void *data, size_t len,
+		     int excl, struct blob_stat *out)
+{
+	struct blob_local *l = local_of(s);
+	char tmp[64];
+	const char *name;
+	int dfd, ret;
+
+	if (!local_key_ok(key, 0))
+		return -EINVAL;
+	dfd = local_parent(l, key, 1, &name);
+	if (dfd < 0)
+		return dfd;
+	ret = local_write_tmp(dfd, data, len, tmp, sizeof(tmp));
+	if (ret == 0) {
+		ret = local_place(l, dfd, tmp, key, excl, out);
+		if (ret < 0 || excl)
+			unlinkat(dfd, tmp, 0);
+	}
+	close(dfd);
+	return ret;
+}
+
+#define LOCAL_UPLOADS LOCAL_TMP_PREFIX "uploads"
+
+struct blob_upload {
+	int dfd;	/* LOCAL_UPLOADS */
+	int fd;		/* the temp file */
+	char tmp[64];
+	char key[];
+};
+
+static int local_upload_begin(struct blob_store *s, const char *key, struct blob_upload **out)
+{
+	struct blob_local *l = local_of(s);
+	struct blob_upload *u;
+
+	if (!local_key_ok(key, 0))
+		return -EINVAL;
+	u = calloc(1, sizeof(*u) + strlen(key) + 1);
+	if (!u)
+		return -ENOMEM;
+	strcpy(u->key, key);
+	if (mkdirat(l->rootfd, LOCAL_UPLOADS, 0700) < 0 && errno != EEXIST) {
+		int e = local_errno(errno);
+		free(u);
+		return e;
+	}
+	u->dfd = openat(l->rootfd, LOCAL_UPLOADS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (u->dfd < 0) {
+		int e = local_errno(errno);
+		free(u);
+		return e;
+	}
+	u->fd = local_tmp_open(u->dfd, u->tmp, sizeof(u->tmp));
+	if (u->fd < 0) {
+		int e = u->fd;
+		close(u->dfd);
+		free(u);
+		return e;
+	}
+	*out = u;
+	return 0;
+}
+
+static int local_upload_part(struct blob_store *s, struct blob_upload *u, unsigned index,
+			     uint64_t off, const void *data, size_t len)
+{
+	(void)s;
+	(void)index;
+	return local_pwrite_all(u->fd, data, len, off);
+}
+
+static void local_upload_free(struct blob_upload *u, int drop)
+{
+	close(u->fd);
+	if (drop)
+		unlinkat(u->dfd, u->tmp, 0);
+	close(u->dfd);
+	free(u);
+}
+
+static int local_upload_commit(struct blob_store *s, struct blob_upload *u, unsigned nparts,
+			       uint64_t size, int excl, struct blob_stat *out)
+{
+	int ret = 0;
+
+	(void)nparts;
+	if (ftruncate(u->fd, (off_t)size) < 0 || fsync(u->fd) < 0)
+		ret = local_errno(errno);
+	if (ret == 0)
+		ret = local_place(local_of(s), u->dfd, u->tmp, u->key, excl, out);
+	local_upload_free(u, ret < 0 || excl);
+	return ret;
+}
+
+static void local_upload_abort(struct blob_store *s, struct blob_upload *u)
+{
+	(void)s;
+	local_upload_free(u, 1);
+}
+
+static int local_remove(struct blob_store *s, const char *key)
+{
+	struct blob_local *l = local_of(s);
+	const char *name;
+	struct stat st;
+	int dfd = local_parent(l, key, 0, &name), ret = 0;
+
+	if (dfd < 0)
+		return dfd;
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = local_errno(errno);
+	else if (!S_ISREG(st.st_mode))
+		ret = -ENOENT;
+	else if (unlinkat(dfd, name, 0) < 0)
+		ret = local_errno(errno);
+	close(dfd);
+	if (ret == 0)
+		local_prune(l, key);
+	return ret;
+}
+
+static int local_move(struct blob_store *s, const char *src, const char *dst,
+		      struct blob_stat *out)
+{
+	struct blob_local *l = local_of(s);
+	const char *sname;
+	struct stat st;
+	int sfd, ret;
+
+	if (!local_key_ok(dst, 0))
+		return -EINVAL;
+	sfd = local_parent(l, src, 0, &sname);
+	if (sfd < 0)
+		return sfd;
+	if (fstatat(sfd, sname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = local_errno(errno);
+	else if (!S_ISREG(st.st_mode))
+		ret = -ENOENT;
+	else
+		ret = local_place(l, sfd, sname, dst, 0, out);
+	close(sfd);
+	if (ret == 0)
+		local_prune(l, src);
+	return ret;
+}
+
 static void local_destroy(struct blob_store *s)
 {
 	struct blob_local *l = local_of(s);
@@ -402,6 +650,13 @@ static const struct blob_ops local_ops = {
 	.read_to = local_read_to,
 	.create = local_create,
 	.replace = local_replace,
+	.put = local_put,
+	.upload_begin = local_upload_begin,
+	.upload_part = local_upload_part,
+	.upload_commit = local_upload_commit,
+	.upload_abort = local_upload_abort,
+	.remove = local_remove,
+	.move = local_move,
 };
 
 int blob_local_open(const char *url, struct blob_store **out, char *err, size_t errlen)

@@ -6,6 +6,8 @@
  *   DIR/chunks/XX/<id>.<n>   chunk n of the blob version <id> (XX: first two digits)
  *   DIR/meta/XX/<id>         a listing (JSON) or a record (raw bytes)
  *   DIR/tmp/                 files being written; emptied at start
+ *   DIR/staging/<r>[.key]    files written through the mount, and their keys
+ *                            (stage.c); kept until uploaded
  * <id> is a SHA-256 over the store id and the key (and etag and chunk size for
  * chunks), so no key, etag or credential appears in a file name.
  */
@@ -229,6 +231,8 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	pthread_cond_init(&c->cond, NULL);
 	pthread_cond_init(&c->work, NULL);
 	pthread_cond_init(&c->hash_work, NULL);
+	pthread_mutex_init(&c->stage_lock, NULL);
+	pthread_cond_init(&c->stage_work, NULL);
 	c->nbuckets = 1024;
 	c->chunks = calloc(c->nbuckets, sizeof(*c->chunks));
 	c->lock_fd = -1;
@@ -267,6 +271,10 @@ int cache_create(const struct cache_config *cfg, struct blob_store *store,
 	folder_holder(c);
 	empty_tmp(path);
 	ret = cache_chunks_scan(c);
+	if (ret >= 0 && store->ops->put) {
+		int found = cache_stage_scan(c);
+		ret = found < 0 ? found : 0;
+	}
 	if (ret < 0) {
 		snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(-ret));
 		goto fail;
@@ -326,6 +334,7 @@ void cache_destroy(struct cache *c)
 	/* no thread waits out a deadline of a store that stalls */
 	if (c->store)
 		blob_stop(c->store);
+	cache_stage_stop(c);
 	cache_metas_free(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = 1;
@@ -361,12 +370,19 @@ void cache_destroy(struct cache *c)
 	free(c->hash_buf);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->stage_work);
+	pthread_mutex_destroy(&c->stage_lock);
 	blob_destroy(c->store);
 	if (c->lock_fd >= 0)
 		close(c->lock_fd);
 	free(c->holder);
 	free(c->dir);
 	free(c);
+}
+
+const char *cache_folder(const struct cache *c)
+{
+	return c->dir;
 }
 
 struct blob_store *cache_store(struct cache *c)

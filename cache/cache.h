@@ -86,6 +86,8 @@ int cache_start(struct cache *c);
 void cache_destroy(struct cache *c);
 /* The store, borrowed for the cache's lifetime. Cannot fail. */
 struct blob_store *cache_store(struct cache *c);
+/* The cache folder. Cannot fail. */
+const char *cache_folder(const struct cache *c);
 
 /* ---- listings and records ---- */
 
@@ -114,6 +116,13 @@ void cache_record_forget(struct cache *c, const char *key);
 /* Whether the cache folder holds listings of this store from an earlier mount, so a
  * mount can serve them while the store is unreachable. Cannot fail. */
 int cache_knows_store(struct cache *c);
+/*
+ * Changes the copy of the listing of prefix after a change made through the mount:
+ * the entry name becomes e (NULL: it is gone). A listing not in memory is asked of
+ * the store next time. Cannot fail (out of memory, the copy is marked out of date).
+ */
+void cache_listing_edit(struct cache *c, const char *prefix, const char *name,
+			const struct blob_entry *e);
 /* Marks the copy of a listing out of date (after the tree learns it is). */
 void cache_forget_listing(struct cache *c, const char *prefix);
 /*
@@ -168,6 +177,40 @@ void cache_span_release(struct cache *c, const struct cache_span *sp);
 /* Drops the chunks held in memory that no reader uses (their bytes stay on disk) and
  * gives that memory back. Cannot fail. */
 void cache_mem_trim(struct cache *c);
+
+/* ---- files written through the mount (stage.c) ----
+ *
+ * A file being written is staged in DIR/staging (never only in memory) and sent to
+ * the store as one blob by cache_stage_upload: whole, or not at all. Parts a writer
+ * has finished in order go up while it writes on, so an upload waits mostly for the
+ * tail. A staged file not freed (a failed upload, a daemon that died) stays in the
+ * folder, and the next cache over it names it in the log.
+ */
+struct cache_stage;
+
+/* A new empty staged file for key (which it will be uploaded as). */
+int cache_stage_create(struct cache *c, const char *key, struct cache_stage **out);
+/* Fills it with the blob's bytes at etag (size bytes), to change a file in place. */
+int cache_stage_fill(struct cache_stage *st, const char *etag, uint64_t size);
+/* Writes at off: len, or -errno (-ENOSPC when the cache's disk is full); after a
+ * failed write the file never uploads (cache_stage_upload answers that error). */
+ssize_t cache_stage_write(struct cache_stage *st, const void *buf, size_t len, uint64_t off);
+ssize_t cache_stage_read(struct cache_stage *st, void *buf, size_t len, uint64_t off);
+int cache_stage_truncate(struct cache_stage *st, uint64_t size);
+uint64_t cache_stage_size(struct cache_stage *st);
+/* How a write to it failed (-errno: it never uploads), or 0. */
+int cache_stage_broken(struct cache_stage *st);
+/* Whether it changed since its last upload (a new file: until its first). */
+int cache_stage_dirty(struct cache_stage *st);
+/* Makes the store's blob this file (excl: only if the key is free, -EEXIST), with
+ * the new version in *out; 0 at once when nothing changed since the last upload. */
+int cache_stage_upload(struct cache_stage *st, int excl, struct blob_stat *out);
+/* The key it will be uploaded as becomes key (a rename while open). */
+int cache_stage_rekey(struct cache_stage *st, const char *key);
+/* Where its bytes are, for log lines. Cannot fail. */
+const char *cache_stage_path(const struct cache_stage *st);
+/* Frees it; keep leaves its bytes in the folder (an upload that failed). */
+void cache_stage_free(struct cache_stage *st, int keep);
 
 /* ---- figures, for tests and stats ---- */
 struct cache_stats {

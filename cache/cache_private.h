@@ -96,6 +96,7 @@ struct cache_meta {
 	int disk_tried;			/* the disk copy was looked for */
 	int loading;			/* one thread reads the disk copy */
 	int fetching;			/* one thread asks the store */
+	int edited;			/* changed through the mount while fetching */
 	int queued;			/* in the refreshers' queue */
 	int users;			/* threads holding it outside the lock: kept */
 	unsigned answers;		/* refreshes that ended, answered or failed */
@@ -124,6 +125,8 @@ struct cache_job {
 /* Threads that refresh listings and records in the background: each may wait out a
  * store's deadline, so a few, and readers of copies never wait for them. */
 #define CACHE_REFRESHERS 4
+/* Parts of uploads sent at once (stage.c). */
+#define CACHE_UPLOADERS 8
 #define CACHE_MAX_WORKERS 32
 
 struct cache {
@@ -187,6 +190,15 @@ struct cache {
 	pthread_t refreshers[CACHE_REFRESHERS];
 	unsigned nrefreshers;
 
+	/* stage.c: the upload threads and their queue, under stage_lock (taken after a
+	 * staged file's lock, never before) */
+	pthread_mutex_t stage_lock;
+	pthread_cond_t stage_work;	/* a part to send, or stopping */
+	struct stage_job *stage_head, *stage_tail;
+	pthread_t uploaders[CACHE_UPLOADERS];
+	unsigned nuploaders;
+	int stage_stopping;
+
 	time_t started_wall;		/* wall clock at create: older disk copies are stale */
 	int lock_fd;			/* DIR/lock, flock'ed while the cache lives; -1 none */
 	char *holder;			/* cache_config.holder, or NULL */
@@ -235,6 +247,16 @@ void cache_sha256_hex(const void *parts[], const size_t lens[], int n,
 		      char hex[CACHE_HEX_LEN + 1]);
 /* Writes data to path atomically (temp file in dir/tmp, rename); durable: fsync'd
  * first, for what is never fetched again (immutable records). */
+/* stage.c. Parts of an upload: CACHE_PART bytes, more for a file that would need
+ * more than BLOB_PARTS_MAX parts, up to CACHE_PART_MAX (a blob of 5 TB). Parts sent
+ * at once, for every staged file together. */
+#define CACHE_PART (8u << 20)
+#define CACHE_PART_MAX (512u << 20)
+/* Lists the staged files an earlier mount left (logged): how many, or -errno. */
+int cache_stage_scan(struct cache *c);
+/* Stops the upload threads (nothing may be uploading). */
+void cache_stage_stop(struct cache *c);
+
 int cache_write_file(struct cache *c, const char *path, const void *data, size_t len,
 		     int durable);
 

@@ -308,6 +308,8 @@ static void meta_install(struct cache *c, struct cache_meta *m, struct meta_answ
 	if (err == 0 || err == -ENOENT) {
 		m->checked = cache_now();
 		m->last_err = 0;
+		if (m->edited) /* changed through the mount while asked: ask again */
+			m->checked -= (time_t)c->ttl + 1;
 	} else {
 		m->last_err = err;
 		if (m->loaded && m->name[0] != 'S') {
@@ -317,6 +319,7 @@ static void meta_install(struct cache *c, struct cache_meta *m, struct meta_answ
 		}
 	}
 	m->fetching = 0;
+	m->edited = 0;
 	m->answers++;
 	pthread_cond_broadcast(&c->meta_cond);
 	answer_release(a);
@@ -611,6 +614,63 @@ void cache_forget_listing(struct cache *c, const char *prefix)
 		meta_put(c, m);
 	}
 	pthread_mutex_unlock(&c->meta_lock);
+}
+
+/* The meta of name if there is one; no new one is made. Under the lock. */
+static struct cache_meta *meta_find(struct cache *c, const char *name)
+{
+	size_t b = cache_hash_str(name, 0) & (c->nmeta_buckets - 1);
+	struct cache_meta *m = c->metas[b];
+
+	while (m && strcmp(m->name, name) != 0)
+		m = m->hnext;
+	return m;
+}
+
+void cache_listing_edit(struct cache *c, const char *prefix, const char *name,
+			const struct blob_entry *e)
+{
+	char mname[PATH_MAX + 2], path[PATH_MAX];
+	struct blob_list nl;
+
+	if ((size_t)snprintf(mname, sizeof(mname), "L%s", prefix) >= sizeof(mname))
+		return;
+	/* the disk copy is older than this change: the store is asked instead */
+	cache_meta_path(c, mname, path, sizeof(path));
+	unlink(path);
+	blob_list_init(&nl);
+	pthread_mutex_lock(&c->meta_lock);
+	struct cache_meta *m = meta_find(c, mname);
+	if (!m || !m->loaded || (!m->listing && !e))
+		goto out;
+	const struct blob_list *old = m->listing ? &m->listing->list : NULL;
+	size_t n = old ? old->count : 0, i = 0;
+	int fail = 0;
+	for (; i < n && strcmp(old->entries[i].name, name) < 0; i++)
+		fail |= blob_list_add(&nl, &old->entries[i]) < 0;
+	if (e) {
+		struct blob_entry ne = *e;
+		ne.name = (char *)name;
+		fail |= blob_list_add(&nl, &ne) < 0;
+	}
+	if (i < n && strcmp(old->entries[i].name, name) == 0)
+		i++;
+	for (; i < n; i++)
+		fail |= blob_list_add(&nl, &old->entries[i]) < 0;
+	struct cache_listing *cl = fail ? NULL : listing_new(c, &nl);
+	if (!cl) {
+		m->checked = cache_now() - (time_t)c->ttl - 1; /* ask the store instead */
+		goto out;
+	}
+	listing_unref_locked(m->listing);
+	m->listing = cl;
+	m->missing = 0;
+	if (m->fetching)
+		m->edited = 1; /* the answer under way may predate this change */
+	set_bytes(c, m, meta_bytes(m));
+out:
+	pthread_mutex_unlock(&c->meta_lock);
+	blob_list_release(&nl);
 }
 
 void cache_meta_usage(struct cache *c, size_t *count, size_t *bytes)

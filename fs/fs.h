@@ -48,6 +48,7 @@ struct fs_open;
 #define FS_OPEN_BUCKETS 1024
 
 struct fs_link;
+struct fs_writes;
 
 struct fs {
 	struct cache *cache;		/* owned */
@@ -66,6 +67,7 @@ struct fs {
 	uint64_t *warned;		/* protected by lock: hashes of things warned of */
 	size_t nwarned, capwarned;
 	unsigned err_quiet;		/* protected by lock: failures not logged since */
+	struct fs_writes *wr;		/* runs/ takes writes (write.c); NULL: read-only */
 };
 
 /* Takes over cache (fs_destroy frees it). */

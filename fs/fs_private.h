@@ -67,6 +67,51 @@ void fs_sent_release(void);
 struct fuse;
 int fs_reply_hooks(struct fuse *fuse);
 
+/* Files and folders open through the mount, on one list (fs->opened, under
+ * fs->lock), so that the end of the mount closes what the kernel never released.
+ * First member of every handle; dir: 0 a file read through the cache, 1 a folder,
+ * 2 a file of the overlay (write.c). */
+struct fs_link {
+	struct fs_link *prev, *next;
+	int dir;
+};
+void fs_link_add(struct fs *fs, struct fs_link *l, int dir);
+void fs_link_del(struct fs *fs, struct fs_link *l);
+
+/*
+ * write.c: runs/ writable (--writable). The overlay is what this mount has written
+ * and not yet shown through the store's listings: files being written or whose
+ * upload failed, and folders made here that hold no file yet.
+ */
+int fs_writes_init(struct fs *fs);
+void fs_writes_free(struct fs *fs);
+/* The overlay's node at key (no trailing '/'): 1 with *out, or 0. */
+int fs_overlay_node(struct fs *fs, const char *key, struct fs_node *out);
+/* The overlay's children of the folder prefix (ending in '/'): a heap array. */
+struct fs_ochild {
+	char name[NAME_MAX + 1];
+	struct fs_node node;
+};
+int fs_overlay_list(struct fs *fs, const char *prefix, struct fs_ochild **out, size_t *n);
+struct fuse_file_info;
+struct fuse_bufvec;
+struct fuse_operations;
+struct statvfs;
+/* Adds the write operations to ops. */
+void fs_w_ops(struct fuse_operations *ops);
+/* An open through the overlay (n: the tree's node at path, or NULL): 1 when it is
+ * not the overlay's (a read of a file it does not hold), else 0 or -errno. */
+int fs_w_open(struct fs *fs, const char *path, const struct fs_node *n,
+	      struct fuse_file_info *fi);
+int fs_is_whandle(const struct fuse_file_info *fi);
+int fs_w_read(struct fuse_file_info *fi, char *buf, size_t size, off_t off);
+int fs_w_read_buf(struct fuse_file_info *fi, struct fuse_bufvec **bufp, size_t size,
+		  off_t off);
+int fs_w_release(struct fuse_file_info *fi);
+void fs_whandle_free(struct fs *fs, struct fs_link *l);
+/* Fills in what a writable mount's statfs says (free space: the cache's disk). */
+int fs_w_statfs(struct fs *fs, struct statvfs *st);
+
 /* Closes the files still open (ops.c): for the end of the mount. */
 void fs_release_all(struct fs *fs);
 

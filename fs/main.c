@@ -56,6 +56,8 @@ static const char usage[] =
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
 	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
 	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
+	"  --writable          runs/ takes new and replaced files (staged in the cache\n"
+	"                      folder, uploaded on close and fsync); models/ stays read-only\n"
 	"  --xattrs            show user.artifactfs.{key,etag,sha256,store} on files (each\n"
 	"                      extended attribute query then asks the daemon: ls -l slows)\n"
 	"  -f                  stay in the foreground (log to stderr)\n"
@@ -168,6 +170,7 @@ struct mount_opts {
 	char *timeout;
 	int insecure;
 	int xattrs;
+	int writable;
 	char *stores[3];
 	int nstores;
 	int foreground;
@@ -191,6 +194,8 @@ static const struct fuse_opt mount_spec[] = {
 	{ "insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "--xattrs", offsetof(struct mount_opts, xattrs), 1 },
 	{ "xattrs", offsetof(struct mount_opts, xattrs), 1 },
+	{ "--writable", offsetof(struct mount_opts, writable), 1 },
+	{ "writable", offsetof(struct mount_opts, writable), 1 },
 	{ "timeout=%s", offsetof(struct mount_opts, timeout), 0 },
 	{ "cache_dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
 	{ "cache-dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
@@ -381,10 +386,23 @@ int fs_mount_main(int argc, char **argv)
 	}
 	cache = NULL; /* the fs owns it */
 	fs->xattrs = o.xattrs;
+	struct fuse_operations ops = fs_ops;
+	if (o.writable) {
+		if (!blob_writable(cache_store(fs->cache))) {
+			fail("--writable: the store %s takes no writes", cache_store(fs->cache)->id);
+			goto out;
+		}
+		if (fs_writes_init(fs) < 0) {
+			fail("out of memory");
+			goto out;
+		}
+		fs_w_ops(&ops);
+	}
 
 	/* FUSE sees its own options only: ours were taken out by fuse_opt_parse */
 	if (fuse_opt_add_arg(&fargs, "artifactfs") < 0 ||
-	    fuse_opt_add_arg(&fargs, "-ofsname=artifactfs,subtype=artifactfs,ro") < 0 ||
+	    fuse_opt_add_arg(&fargs, o.writable ? "-ofsname=artifactfs,subtype=artifactfs"
+					 : "-ofsname=artifactfs,subtype=artifactfs,ro") < 0 ||
 	    (o.debug && fuse_opt_add_arg(&fargs, "-d") < 0)) {
 		fail("out of memory");
 		goto out;
@@ -394,7 +412,7 @@ int fs_mount_main(int argc, char **argv)
 			fail("out of memory");
 			goto out;
 		}
-	fuse = fuse_new(&fargs, &fs_ops, sizeof(fs_ops), fs);
+	fuse = fuse_new(&fargs, &ops, sizeof(ops), fs);
 	if (!fuse) {
 		fail("bad FUSE options");
 		goto out;

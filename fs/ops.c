@@ -22,15 +22,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-/* Files and folders open through the mount, on one list (fs->opened, under fs->lock),
- * so that the end of the mount closes what the kernel never released. First member
- * of both handles. */
-struct fs_link {
-	struct fs_link *prev, *next;
-	int dir;
-};
-
-static void link_add(struct fs *fs, struct fs_link *l, int dir)
+void fs_link_add(struct fs *fs, struct fs_link *l, int dir)
 {
 	l->dir = dir;
 	l->prev = NULL;
@@ -42,7 +34,7 @@ static void link_add(struct fs *fs, struct fs_link *l, int dir)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static void link_del(struct fs *fs, struct fs_link *l)
+void fs_link_del(struct fs *fs, struct fs_link *l)
 {
 	pthread_mutex_lock(&fs->lock);
 	if (l->prev)
@@ -82,6 +74,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	conn->max_readahead = FS_READ_MAX; /* the kernel keeps at most its own offer */
 	conn->max_write = FS_READ_MAX;
 	conn->want |= FUSE_CAP_ASYNC_READ;
+	/* open(O_TRUNC) comes as one open, not a truncate of the blob first */
+	conn->want |= conn->capable & FUSE_CAP_ATOMIC_O_TRUNC;
 	/* zero-copy replies from cache files (see op_read_buf) */
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	if (cache_start(fs->cache) < 0)
@@ -153,7 +147,7 @@ static int fill_one(void *arg, const char *name, const struct fs_node *n)
 
 static void dir_free(struct fs *fs, struct dir_handle *d)
 {
-	link_del(fs, &d->link);
+	fs_link_del(fs, &d->link);
 	for (size_t i = 0; i < d->n; i++)
 		free(d->e[i].name);
 	free(d->e);
@@ -168,7 +162,7 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (!d)
 		return -ENOMEM;
-	link_add(fs, &d->link, 1);
+	fs_link_add(fs, &d->link, 1);
 	fi->fh = (uintptr_t)d;
 	return 0;
 }
@@ -222,13 +216,20 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	struct fs_node n;
 	int ret;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+	int writer = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+
+	if (writer && !fs->wr)
 		return -EROFS;
 	ret = fs_resolve(fs, path, &n);
 	if (ret < 0)
 		return fs_errno(fs, ret, path);
 	if (n.kind != FS_FILE)
 		return -EISDIR;
+	if (fs->wr) {
+		ret = fs_w_open(fs, path, &n, fi);
+		if (ret <= 0)
+			return ret < 0 ? fs_errno(fs, ret, path) : 0;
+	}
 	if (!n.immutable) {
 		ret = fs_pin_run_file(fs, &n);
 		if (ret < 0)
@@ -247,7 +248,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		return fs_errno(fs, ret, path);
 	}
 	fi->fh = (uintptr_t)h;
-	link_add(fs, &h->link, 0);
+	fs_link_add(fs, &h->link, 0);
 	if (n.immutable) {
 		fi->keep_cache = 1; /* a registered version never changes */
 	} else {
@@ -268,6 +269,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	(void)path;
 	if (off < 0)
 		return -EINVAL;
+	if (fs_is_whandle(fi))
+		return fs_w_read(fi, buf, size, off);
 	n = cache_file_read(h->cf, buf, size, (uint64_t)off);
 	if (n == -ESTALE) {
 		if (!h->logged) {
@@ -296,6 +299,8 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 
 	if (off < 0)
 		return -EINVAL;
+	if (fs_is_whandle(fi))
+		return fs_w_read_buf(fi, bufp, size, off);
 	fs_sent_release(); /* this thread's previous reply is sent */
 	got = cache_file_map(h->cf, (uint64_t)off, size, sp, FS_SPANS_MAX, &n);
 	if (got == -EAGAIN) {
@@ -347,7 +352,7 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 
 static void handle_free(struct fs *fs, struct fs_handle *h)
 {
-	link_del(fs, &h->link);
+	fs_link_del(fs, &h->link);
 	if (h->page_cache)
 		fs_open_end(fs, h->path);
 	cache_file_close(h->cf);
@@ -357,6 +362,8 @@ static void handle_free(struct fs *fs, struct fs_handle *h)
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
+	if (fs_is_whandle(fi))
+		return fs_w_release(fi);
 	handle_free(fs_of(), (struct fs_handle *)(uintptr_t)fi->fh);
 	return 0;
 }
@@ -366,7 +373,9 @@ void fs_release_all(struct fs *fs)
 	/* files whose release the kernel had not sent when the mount ended */
 	while (fs->opened) {
 		struct fs_link *l = fs->opened;
-		if (l->dir)
+		if (l->dir == 2)
+			fs_whandle_free(fs, l);
+		else if (l->dir)
 			dir_free(fs, (struct dir_handle *)l);
 		else
 			handle_free(fs, (struct fs_handle *)l);
@@ -395,7 +404,7 @@ static int op_statfs(const char *path, struct statvfs *st)
 	st->f_frsize = 4096;
 	st->f_namemax = 255;
 	st->f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
-	return 0;
+	return fs_w_statfs(fs_of(), st);
 }
 
 /* Extended attributes: where each file comes from, for getfattr. */

@@ -116,6 +116,7 @@ void fs_destroy(struct fs *fs)
 	if (!fs)
 		return;
 	fs_release_all(fs);
+	fs_writes_free(fs);
 	for (size_t i = 0; i < FS_OPEN_BUCKETS; i++) {
 		while (fs->opens[i]) {
 			struct fs_open *o = fs->opens[i];
@@ -484,13 +485,15 @@ void fs_node_stat(const struct fs *fs, const struct fs_node *n, struct stat *st)
 	st->st_ctim = n->mtime;
 	st->st_atim = n->mtime;
 	st->st_blksize = 1 << 20;
+	/* runs/ of a writable mount takes writes */
+	int w = fs->wr && strncmp(n->key, "runs/", 5) == 0 ? 0200 : 0;
 	switch (n->kind) {
 	case FS_DIR:
-		st->st_mode = S_IFDIR | 0555;
+		st->st_mode = S_IFDIR | 0555 | (mode_t)w;
 		st->st_nlink = 2;
 		break;
 	case FS_FILE:
-		st->st_mode = S_IFREG | 0444;
+		st->st_mode = S_IFREG | 0444 | (mode_t)w;
 		st->st_nlink = 1;
 		st->st_size = (off_t)n->size;
 		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
@@ -521,7 +524,8 @@ static int split(const char *path, char *buf, size_t size, char **segs, int max)
 
 #define MAX_DEPTH 512
 
-/* runs/...: walks the listings from runs/ down. */
+/* runs/...: walks the listings from runs/ down; what this mount writes (the overlay)
+ * comes first. */
 static int resolve_runs(struct fs *fs, char **segs, int n, struct fs_node *out)
 {
 	struct cache_listing *cl = NULL;
@@ -532,6 +536,15 @@ static int resolve_runs(struct fs *fs, char **segs, int n, struct fs_node *out)
 	snprintf(out->key, sizeof(out->key), "%s", prefix);
 	for (int i = 0; i < n; i++) {
 		const struct blob_entry *e;
+		char key[PATH_MAX];
+		if ((size_t)snprintf(key, sizeof(key), "%s%s", prefix, segs[i]) >= sizeof(key) - 1)
+			return -ENAMETOOLONG;
+		if (fs->wr && fs_overlay_node(fs, key, out)) {
+			if (out->kind != FS_DIR && i + 1 < n)
+				return -ENOTDIR;
+			memcpy(prefix, out->key, strlen(out->key) + 1);
+			continue;
+		}
 		ret = cache_list(fs->cache, prefix, &cl);
 		if (ret < 0)
 			return ret;
@@ -693,25 +706,52 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_node *out)
 
 /* ---- listing ---- */
 
+static int ochild_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct fs_ochild *)a)->name, ((const struct fs_ochild *)b)->name);
+}
+
 static int list_runs(struct fs *fs, const struct fs_node *dir, fs_fill_fn fill, void *ctx)
 {
 	struct cache_listing *cl = NULL;
+	struct fs_ochild *oc = NULL;
 	struct fs_node n;
-	int ret;
+	size_t on = 0;
+	int ret, stop = 0;
 
-	ret = cache_list(fs->cache, dir->key, &cl);
-	if (ret == -ENOENT && strcmp(dir->key, "runs/") == 0)
-		return 0; /* a store without runs yet */
+	ret = fs_overlay_list(fs, dir->key, &oc, &on);
 	if (ret < 0)
 		return ret;
-	for (size_t i = 0; i < cl->list.count; i++) {
-		node_blob(&n, dir->key, &cl->list.entries[i]);
+	qsort(oc, on, sizeof(*oc), ochild_cmp);
+	ret = cache_list(fs->cache, dir->key, &cl);
+	if (ret == -ENOENT && (strcmp(dir->key, "runs/") == 0 || on > 0))
+		ret = 0; /* a store without runs yet, or a folder with files being written */
+	if (ret == -ENOENT && fs->wr) {
+		/* a folder made here has no listing of its own */
+		char key[PATH_MAX];
+		snprintf(key, sizeof(key), "%.*s", (int)strlen(dir->key) - 1, dir->key);
+		if (fs_overlay_node(fs, key, &n))
+			ret = 0;
+	}
+	if (ret < 0) {
+		free(oc);
+		return ret;
+	}
+	for (size_t i = 0; cl && i < cl->list.count && !stop; i++) {
+		const struct blob_entry *e = &cl->list.entries[i];
+		struct fs_ochild probe;
+		snprintf(probe.name, sizeof(probe.name), "%s", e->name);
+		if (on && bsearch(&probe, oc, on, sizeof(*oc), ochild_cmp))
+			continue; /* the overlay's is newer */
+		node_blob(&n, dir->key, e);
 		if (n.kind == FS_DIR)
 			n.mtime = fs->started;
-		if (fill(ctx, cl->list.entries[i].name, &n))
-			break;
+		stop = fill(ctx, e->name, &n);
 	}
+	for (size_t i = 0; i < on && !stop; i++)
+		stop = fill(ctx, oc[i].name, &oc[i].node);
 	cache_listing_unref(cl);
+	free(oc);
 	return 0;
 }
 
