@@ -398,7 +398,7 @@ static int az_put(struct blob_azure *a, const char *key, const char *if_match, i
 		  const void *data, size_t len, struct blob_stat *out)
 {
 	struct az_req r = { .a = a, .verb = "PUT", .put_blob = 1, .content_length = len };
-	struct http_request hq = { .body = data, .body_len = len };
+	struct http_request hq = { .body = data, .body_len = len, .must_try = 1 };
 	struct http_response resp;
 	char md5[32];
 	int ret;
@@ -498,7 +498,7 @@ static int az_upload_part(struct blob_store *s, struct blob_upload *u, unsigned 
 {
 	struct blob_azure *a = az_of(s);
 	struct az_req r = { .a = a, .verb = "PUT", .content_length = len };
-	struct http_request hq = { .body = data, .body_len = len };
+	struct http_request hq = { .body = data, .body_len = len, .must_try = 1 };
 	struct http_response resp;
 	char id[96], md5[32];
 	int ret;
@@ -526,7 +526,7 @@ static int az_upload_commit(struct blob_store *s, struct blob_upload *u, unsigne
 {
 	struct blob_azure *a = az_of(s);
 	struct az_req r = { .a = a, .verb = "PUT" };
-	struct http_request hq = { 0 };
+	struct http_request hq = { .must_try = 1 };
 	struct http_response resp;
 	char *body = NULL, id[64];
 	size_t len = 0, cap = 128 + (size_t)nparts * 64;
@@ -575,7 +575,7 @@ static int az_remove(struct blob_store *s, const char *key)
 {
 	struct blob_azure *a = az_of(s);
 	struct az_req r = { .a = a, .verb = "DELETE" };
-	struct http_request hq = { 0 };
+	struct http_request hq = { .must_try = 1 };
 	struct http_response resp;
 	int ret;
 
@@ -599,7 +599,7 @@ static int az_remove(struct blob_store *s, const char *key)
 static int az_copy(struct blob_azure *a, const char *src, const char *dst, struct blob_stat *out)
 {
 	struct az_req r = { .a = a, .verb = "PUT" };
-	struct http_request hq = { .capture = "x-ms-copy-status" };
+	struct http_request hq = { .capture = "x-ms-copy-status", .must_try = 1 };
 	struct http_response resp;
 	char *spath = blob_path(a, src), *surl = NULL;
 	int ret = -ENOMEM;
@@ -622,7 +622,7 @@ static int az_copy(struct blob_azure *a, const char *src, const char *dst, struc
 		unsigned step = 100;
 		for (;;) {
 			struct az_req h = { .a = a, .verb = "HEAD" };
-			struct http_request hh = { .capture = "x-ms-copy-status" };
+			struct http_request hh = { .capture = "x-ms-copy-status", .must_try = 1 };
 			struct http_response hr;
 			char status[sizeof(hr.captured)];
 			h.path = blob_path(a, dst);

@@ -24,7 +24,8 @@
 /* Once an operation has given up, the store counts as down: then one operation every
  * HTTP_PROBE_MS probes it with a short deadline and the others fail at once, until a
  * probe succeeds. So a mount whose store is gone serves its cache without waiting,
- * fails uncached reads quickly, and notices by itself when the store is back. */
+ * fails uncached reads quickly, and notices by itself when the store is back. Writes
+ * (must_try) are always tried, with their whole deadline: each is what a user saves. */
 #define HTTP_DOWN_DEADLINE_MS 3000
 #define HTTP_PROBE_MS 2000
 #define HTTP_BACKOFF_BASE_MS 100
@@ -381,7 +382,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	pthread_mutex_lock(&h->lock);
 	if (stopping(h)) {
 		skip = 1;
-	} else if (h->down) {
+	} else if (h->down && !req->must_try) {
 		if (start - h->last_probe < HTTP_PROBE_MS) {
 			skip = 1;
 		} else {

@@ -42,6 +42,8 @@ struct http_request {
 	unsigned deadline_ms;		/* 0: the store's deadline */
 	int quiet;			/* no log line on giving up (the caller reports) */
 	const char *capture;		/* a response header whose value to keep, or NULL */
+	int must_try;			/* a write: tried with its whole deadline even
+					 * while the store counts as down */
 	char *errbuf;			/* if set: why the last attempt failed */
 	size_t errlen;
 };

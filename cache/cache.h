@@ -200,6 +200,8 @@ int cache_stage_truncate(struct cache_stage *st, uint64_t size);
 uint64_t cache_stage_size(struct cache_stage *st);
 /* How a write to it failed (-errno: it never uploads), or 0. */
 int cache_stage_broken(struct cache_stage *st);
+/* How many writes and truncations it has had. Cannot fail. */
+uint64_t cache_stage_changes(struct cache_stage *st);
 /* Whether it changed since its last upload (a new file: until its first). */
 int cache_stage_dirty(struct cache_stage *st);
 /* Makes the store's blob this file (excl: only if the key is free, -EEXIST), with

@@ -62,6 +62,7 @@ struct cache_stage {
 	size_t early;		/* parts below this were handed to the threads early */
 	int broken;		/* a write failed: the file never uploads (-errno) */
 	int dirty;		/* changed since the last upload */
+	uint64_t changes;	/* writes and truncations so far */
 	struct blob_stat st;	/* the version the last upload made */
 };
 
@@ -184,6 +185,14 @@ int cache_stage_broken(struct cache_stage *st)
 	return broken;
 }
 
+uint64_t cache_stage_changes(struct cache_stage *st)
+{
+	pthread_mutex_lock(&st->lock);
+	uint64_t n = st->changes;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
 int cache_stage_dirty(struct cache_stage *st)
 {
 	pthread_mutex_lock(&st->lock);
@@ -254,6 +263,7 @@ ssize_t cache_stage_write(struct cache_stage *st, const void *buf, size_t len, u
 	for (size_t i = (size_t)(off / st->part); i <= (size_t)((off + len - 1) / st->part); i++)
 		st->parts[i].gen++;
 	st->dirty = 1;
+	st->changes++;
 	if (off <= st->in_order && off + len > st->in_order)
 		st->in_order = off + len;
 	/* the parts a writer in order has left behind go up now; a file of one part is
@@ -299,6 +309,7 @@ int cache_stage_truncate(struct cache_stage *st, uint64_t size)
 		if (st->early > size / st->part)
 			st->early = (size_t)(size / st->part);
 		st->dirty = 1;
+		st->changes++;
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;

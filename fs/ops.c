@@ -71,6 +71,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->attr_timeout = fs->ttl;
 	cfg->negative_timeout = fs->ttl;
 	cfg->use_ino = 0;
+	/* an unlinked open file is ours to keep until its close (write.c), not renamed
+	 * to a hidden name by libfuse */
+	cfg->hard_remove = 1;
 	conn->max_readahead = FS_READ_MAX; /* the kernel keeps at most its own offer */
 	conn->max_write = FS_READ_MAX;
 	conn->want |= FUSE_CAP_ASYNC_READ;

@@ -40,8 +40,9 @@ struct fs_wfile {
 	int listed;			/* in the overlay */
 	int opens;			/* handles */
 	int excl;			/* created O_EXCL: uploaded only if the key is free */
-	int failed;			/* the last upload failed: its bytes are kept */
+	int failed;			/* how the last upload failed (its bytes are kept) */
 	int in_store;			/* the key has a blob this file made or replaces */
+	uint64_t failed_at;		/* the staged file's changes when its upload failed */
 	struct timespec mtime;
 	char etag[BLOB_ETAG_MAX];	/* of the last upload, or "" */
 	char *key;			/* "runs/..." */
@@ -375,15 +376,15 @@ static void listings_show(struct fs *fs, const char *key, const struct blob_stat
 	}
 }
 
-/* Takes key out of the cached listing of its folder; the folder stays on this mount
- * (a folder made here) until rmdir, as on a disk. */
-static void listings_hide(struct fs *fs, const char *key)
+/* Takes key out of the cached listing of its folder; with keep_folder the folder
+ * stays on this mount (a folder made here) until rmdir, as on a disk. */
+static void listings_hide(struct fs *fs, const char *key, int keep_folder)
 {
 	char prefix[PATH_MAX];
 
 	parent_of(key, prefix, sizeof(prefix));
 	cache_listing_edit(fs->cache, prefix, name_of(key), NULL);
-	if (strlen(prefix) > 5) {
+	if (keep_folder && strlen(prefix) > 5) {
 		pthread_mutex_lock(&fs->wr->lock);
 		dir_add(fs->wr, prefix);
 		pthread_mutex_unlock(&fs->wr->lock);
@@ -391,8 +392,9 @@ static void listings_hide(struct fs *fs, const char *key)
 }
 
 /* Uploads wf if it changed: 0, or the upload's error (logged, with where the bytes
- * are kept). */
-static int wfile_sync(struct fs *fs, struct fs_wfile *wf)
+ * are kept). retry: also when its last upload failed and nothing changed since (else
+ * that failure is answered again). */
+static int wfile_sync(struct fs *fs, struct fs_wfile *wf, int retry)
 {
 	struct fs_writes *wr = fs->wr;
 	struct blob_stat st;
@@ -402,6 +404,7 @@ static int wfile_sync(struct fs *fs, struct fs_wfile *wf)
 	pthread_mutex_lock(&wr->lock);
 	int gone = !wf->listed;
 	int excl = wf->excl;
+	int again = wf->failed && !retry && wf->failed_at == cache_stage_changes(wf->st);
 	char *key = strdup(wf->key);
 	pthread_mutex_unlock(&wr->lock);
 	if (!key) {
@@ -413,6 +416,11 @@ static int wfile_sync(struct fs *fs, struct fs_wfile *wf)
 	ret = cache_stage_broken(wf->st);
 	if (ret < 0)
 		goto out; /* a write failed (logged): the file never reaches the store */
+	if (again) {
+		ret = wf->failed; /* logged when it failed */
+		goto out;
+	}
+	uint64_t changes = cache_stage_changes(wf->st);
 	ret = cache_stage_upload(wf->st, excl, &st);
 	pthread_mutex_lock(&wr->lock);
 	if (ret == 0) {
@@ -422,7 +430,8 @@ static int wfile_sync(struct fs *fs, struct fs_wfile *wf)
 		memcpy(wf->etag, st.etag, sizeof(wf->etag));
 		dirs_landed(wr, key);
 	} else {
-		wf->failed = 1;
+		wf->failed = ret;
+		wf->failed_at = changes;
 	}
 	pthread_mutex_unlock(&wr->lock);
 	if (ret == 0) {
@@ -497,7 +506,7 @@ static int whandle_close(struct fs *fs, struct fs_whandle *h)
 	int last = --wf->opens == 0;
 	pthread_mutex_unlock(&wr->lock);
 	if (last) {
-		ret = wfile_sync(fs, wf);
+		ret = wfile_sync(fs, wf, 0);
 		int broken = cache_stage_broken(wf->st);
 		pthread_mutex_lock(&wr->lock);
 		int keep = wf->failed && wf->listed && !broken;
@@ -687,7 +696,7 @@ static int op_flush(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (!fs->wr || !fs_is_whandle(fi) || !h->writer)
 		return 0;
-	return sync_errno(wfile_sync(fs, h->wf));
+	return sync_errno(wfile_sync(fs, h->wf, 1));
 }
 
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
@@ -795,7 +804,7 @@ static int op_unlink(const char *path)
 		if (ret < 0 && ret != -ENOENT)
 			return fs_errno(fs, ret, path);
 	}
-	listings_hide(fs, key);
+	listings_hide(fs, key, 1);
 	return ret == -ENOENT ? -ENOENT : 0;
 }
 
@@ -886,8 +895,9 @@ static int op_rmdir(const char *path)
 	return 0;
 }
 
-/* Moves the blob or open file at from to to (keys), to replaced. */
-static int move_file(struct fs *fs, const char *from, const char *to)
+/* Moves the blob or open file at from to to (keys), to replaced; keep_folder: the
+ * folder of from stays (a file moved out of it, not the folder itself moved). */
+static int move_file(struct fs *fs, const char *from, const char *to, int keep_folder)
 {
 	struct fs_writes *wr = fs->wr;
 	struct blob_stat st;
@@ -931,12 +941,13 @@ static int move_file(struct fs *fs, const char *from, const char *to)
 				ret = r;
 		}
 		if (ret == 0)
-			listings_hide(fs, from);
+			listings_hide(fs, from, keep_folder);
 		if (ret == 0 && closed) {
-			/* a file kept after a failed upload: it goes up now, as to */
-			ret = wfile_sync(fs, wf);
+			/* a file kept after a failed upload: it goes up now, as to; if that
+			 * fails again its bytes stay kept (logged), and the rename stands */
+			int up = wfile_sync(fs, wf, 1);
 			pthread_mutex_lock(&wr->lock);
-			if (ret == 0 && wf->opens == 0 && wf->listed)
+			if (up == 0 && wf->opens == 0 && wf->listed && !cache_stage_dirty(wf->st))
 				wfile_unlist(wr, wf);
 			int keep = wf->listed;
 			pthread_mutex_unlock(&wr->lock);
@@ -949,7 +960,7 @@ static int move_file(struct fs *fs, const char *from, const char *to)
 	ret = blob_move(cache_store(fs->cache), from, to, &st);
 	if (ret < 0)
 		return ret;
-	listings_hide(fs, from);
+	listings_hide(fs, from, keep_folder);
 	listings_show(fs, to, &st);
 	return 0;
 }
@@ -1053,7 +1064,7 @@ static int move_folder(struct fs *fs, const char *from, const char *to)
 	pthread_mutex_unlock(&fs->wr->lock);
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		snprintf(nk, sizeof(nk), "%s%s", tk, keys[i] + flen);
-		ret = move_file(fs, keys[i], nk);
+		ret = move_file(fs, keys[i], nk, 0);
 	}
 	for (size_t i = 0; i < n; i++)
 		free(keys[i]);
@@ -1101,7 +1112,7 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 	if (a.kind == FS_FILE) {
 		if (exists && b.kind == FS_DIR)
 			return -EISDIR;
-		ret = move_file(fs, fkey, tkey);
+		ret = move_file(fs, fkey, tkey, 1);
 		return ret < 0 ? fs_errno(fs, ret, from) : 0;
 	}
 	size_t flen = strlen(fkey);
