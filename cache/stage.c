@@ -229,7 +229,7 @@ static void job_push(struct cache_stage *st, size_t index);
 ssize_t cache_stage_write(struct cache_stage *st, const void *buf, size_t len, uint64_t off)
 {
 	size_t done = 0;
-	int ret = 0;
+	int ret = 0, evicted = 0;
 
 	if (len == 0)
 		return 0;
@@ -240,6 +240,12 @@ ssize_t cache_stage_write(struct cache_stage *st, const void *buf, size_t len, u
 				   (off_t)(off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == ENOSPC && !evicted) {
+			/* what is written comes before cached chunks, which the store has */
+			cache_chunks_make_room(st->c, len - done + CACHE_PART, 1);
+			evicted = 1;
+			continue;
+		}
 		if (n < 0) {
 			ret = -errno;
 			break;

@@ -6,7 +6,9 @@
 
 #include "fs.h"
 
+#include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* A runs/ path whose page cache the kernel may hold (see fs_open_begin). */
@@ -79,10 +81,35 @@ void fs_link_add(struct fs *fs, struct fs_link *l, int dir);
 void fs_link_del(struct fs *fs, struct fs_link *l);
 
 /*
- * write.c: runs/ writable (--writable). The overlay is what this mount has written
- * and not yet shown through the store's listings: files being written or whose
- * upload failed, and folders made here that hold no file yet.
+ * overlay.c: what a --writable mount has written and the store's listings do not show
+ * yet: files being written or whose upload failed (struct fs_wfile, over a staged
+ * file of the cache), and folders made here that hold no file yet. Every wfile field
+ * is under wr->lock.
  */
+struct fs_wfile {
+	struct fs_wfile *next;
+	struct cache_stage *st;
+	pthread_mutex_t sync_lock;	/* one upload at a time */
+	int refs;			/* handles, and threads at work on it */
+	int listed;			/* in the overlay */
+	int opens;			/* handles */
+	int excl;			/* created O_EXCL: uploaded only if the key is free */
+	int failed;			/* how the last upload failed (its bytes are kept) */
+	int in_store;			/* the key has a blob this file made or replaces */
+	uint64_t failed_at;		/* the staged file's changes when its upload failed */
+	struct timespec mtime;
+	char etag[BLOB_ETAG_MAX];	/* of the last upload, or "" */
+	char *key;			/* "runs/..." */
+};
+
+struct fs_writes {
+	pthread_mutex_t lock;
+	struct fs_wfile *files;
+	char **dirs;			/* folders made here, keys ending in '/' */
+	size_t ndirs, capdirs;
+};
+
+
 int fs_writes_init(struct fs *fs);
 void fs_writes_free(struct fs *fs);
 /* The overlay's node at key (no trailing '/'): 1 with *out, or 0. */
@@ -93,6 +120,41 @@ struct fs_ochild {
 	struct fs_node node;
 };
 int fs_overlay_list(struct fs *fs, const char *prefix, struct fs_ochild **out, size_t *n);
+/* "runs/..." for a path of the writable part of the tree (below /runs/), else NULL
+ * with -EROFS (the rest of the tree, or a read-only mount) or -EINVAL (a name the
+ * store cannot hold) in *err. */
+const char *fs_wkey(struct fs *fs, const char *path, int *err);
+/* The folder prefix of key ("runs/a/" for "runs/a/b") into out; its last segment. */
+void fs_parent_of(const char *key, char *out, size_t size);
+const char *fs_name_of(const char *key);
+void fs_ts_now(struct timespec *ts);
+/* Under wr->lock: the overlay's file at key, or NULL; takes wf out of the overlay;
+ * the folders made here (dkey ends in '/'). */
+struct fs_wfile *fs_wfile_find(struct fs_writes *wr, const char *key);
+void fs_wfile_unlist(struct fs_writes *wr, struct fs_wfile *wf);
+ssize_t fs_wdir_index(struct fs_writes *wr, const char *dkey);
+int fs_wdir_add(struct fs_writes *wr, const char *dkey);
+void fs_wdir_del(struct fs_writes *wr, size_t i);
+/* The wfile of key, held (refs), made if absent with a new staged file (filled from
+ * the store's blob when fill; blob NULL: a new file). *made: it is new. */
+int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int fill,
+		 int excl, struct fs_wfile **out, int *made);
+/* Drops a reference; the last one of a wfile out of the overlay frees it (keep: its
+ * staged bytes stay in the cache folder). */
+void fs_wfile_unref(struct fs *fs, struct fs_wfile *wf, int keep);
+/* Uploads wf if it changed: 0, or the upload's error (logged with where its bytes are
+ * kept). retry: also when its last upload failed and nothing changed since (else that
+ * failure is answered again). */
+int fs_wfile_sync(struct fs *fs, struct fs_wfile *wf, int retry);
+/* What an upload's error answers close(2) and fsync(2). */
+int fs_sync_errno(int err);
+/* The cached listings after a change made here: key shown with st in its folder (and
+ * its folders in theirs); key taken out of its folder, which with keep_folder stays
+ * on this mount. */
+void fs_listings_show(struct fs *fs, const char *key, const struct blob_stat *st);
+void fs_listings_hide(struct fs *fs, const char *key, int keep_folder);
+
+/* write.c: the FUSE operations of a writable mount. */
 struct fuse_file_info;
 struct fuse_bufvec;
 struct fuse_operations;
