@@ -452,6 +452,10 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 			curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
 			curl_easy_setopt(c, CURLOPT_READDATA, &a);
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_len);
+			/* large bodies in large sends: fewer system calls here, fewer reads
+			 * and events on the server */
+			if (req->body_len > (64u << 10))
+				curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
 			/* no "Expect: 100-continue" round trip for small records */
 			headers = curl_slist_append(headers, "Expect:");
 		} else if (strcmp(req->method, "GET") != 0) {
