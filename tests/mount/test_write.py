@@ -192,6 +192,23 @@ def test_cp_r_of_many_small_files_and_cp_p(wstore, make_mount, tmp_path):
         sum(len(d) for d in files.values())
 
 
+def test_rsync_a_and_again_with_changes(wstore, make_mount, tmp_path):
+    src = tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(os.urandom(3 * MiB))
+    (src / "sub/b.txt").write_bytes(b"b" * 100)
+    m = make_mount(wstore, "--writable")
+    os.makedirs(m / RUN)
+    for _ in range(2):
+        subprocess.run(["rsync", "-a", f"{src}/", str(m / RUN / "synced")], check=True,
+                       capture_output=True)
+        for rel in ("a.bin", "sub/b.txt"):
+            assert store_get(wstore, f"{RUN}/synced/{rel}") == (src / rel).read_bytes()
+        assert store_keys(wstore, f"{RUN}/synced/") == [f"{RUN}/synced/a.bin",
+                                                        f"{RUN}/synced/sub/b.txt"]
+        (src / "a.bin").write_bytes(os.urandom(3 * MiB + 1))  # changed: sent again
+
+
 def test_atomic_replace_pattern_and_overwrite(wstore, make_mount):
     wstore.put(f"{RUN}/model.safetensors", b"old" * 1000)
     m = make_mount(wstore, "--writable")
