@@ -722,7 +722,8 @@ static int list_runs(struct fs *fs, const struct fs_node *dir, fs_fill_fn fill, 
 	ret = fs_overlay_list(fs, dir->key, &oc, &on);
 	if (ret < 0)
 		return ret;
-	qsort(oc, on, sizeof(*oc), ochild_cmp);
+	if (on > 1)
+		qsort(oc, on, sizeof(*oc), ochild_cmp);
 	ret = cache_list(fs->cache, dir->key, &cl);
 	if (ret == -ENOENT && (strcmp(dir->key, "runs/") == 0 || on > 0))
 		ret = 0; /* a store without runs yet, or a folder with files being written */
