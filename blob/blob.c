@@ -21,13 +21,15 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 		opt = &defaults;
 	if (strncmp(url, "file://", 7) == 0)
 		return blob_local_open(url, out, err, errlen);
+	if (strncmp(url, "s3://", 5) == 0)
+		return blob_s3_open(url, opt, out, err, errlen);
 	if (strncmp(url, "wasbs://", 8) == 0 || strncmp(url, "wasb://", 7) == 0 ||
 	    strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0)
 		return blob_azure_open(url, opt, out, err, errlen);
 	/* never echo a query: it may hold a SAS signature */
 	snprintf(err, errlen, "unsupported store URL '%.*s' (expected file:///abs/path, "
-		 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX or "
-		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX)",
+		 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX, "
+		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX or s3://BUCKET/PREFIX)",
 		 (int)(strcspn(url, "?#") < 200 ? strcspn(url, "?#") : 200), url);
 	return -EINVAL;
 }

@@ -286,6 +286,12 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 		/* the caller may use the bytes as they come: an answer that is not the
 		 * range asked for must not reach it at all, so it is judged before its
 		 * first byte goes on */
+		if (q->expect_etag && !a->placed && strcmp(r->etag, q->expect_etag) != 0) {
+			/* a server that ignores If-Match: another version's bytes never
+			 * reach the caller */
+			a->sink_err = -ESTALE;
+			return 0;
+		}
 		if (q->check_range && !a->placed) {
 			if (status == 200 && q->range_start > 0) {
 				a->unranged = 1;
@@ -295,8 +301,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 				a->misplaced = 1;
 				return 0;
 			}
-			a->placed = 1;
 		}
+		a->placed = 1;
 		if (r->received + len > q->sink_max) {
 			a->overflow = 1;
 			return 0; /* aborts the transfer */
@@ -438,6 +444,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L << 10);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->cfg.insecure ? 0L : 1L);
 		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, h->cfg.insecure ? 0L : 2L);
+		if (h->cfg.ca_file)
+			curl_easy_setopt(c, CURLOPT_CAINFO, h->cfg.ca_file);
 		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 		curl_easy_setopt(c, CURLOPT_HEADERDATA, &a);
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -447,8 +455,10 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &a);
 		if (strcmp(req->method, "HEAD") == 0) {
 			curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-		} else if (strcmp(req->method, "PUT") == 0) {
+		} else if (strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0) {
 			curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+			if (req->method[1] == 'O')
+				curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
 			curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
 			curl_easy_setopt(c, CURLOPT_READDATA, &a);
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_len);

@@ -26,7 +26,7 @@ struct http;
 typedef int (*http_sign_fn)(void *ctx, struct curl_slist **headers);
 
 struct http_request {
-	const char *method;		/* "GET", "HEAD", "PUT" */
+	const char *method;		/* "GET", "HEAD", "PUT", "POST" (with body), "DELETE" */
 	const char *url;		/* may hold a SAS token: never logged */
 	const char *what;		/* what to name in logs: no secret */
 	http_sign_fn sign;
@@ -38,6 +38,8 @@ struct http_request {
 	size_t sink_max;		/* response.body (bounded by body_max) */
 	size_t body_max;		/* bound on a kept body */
 	int check_range;		/* a 206 must start at range_start */
+	const char *expect_etag;	/* a success must be of this version, or the
+					 * answer fails with -ESTALE before any byte */
 	uint64_t range_start;
 	unsigned deadline_ms;		/* 0: the store's deadline */
 	int quiet;			/* no log line on giving up (the caller reports) */
@@ -68,6 +70,8 @@ struct http_config {
 	unsigned connect_timeout_ms;
 	unsigned stall_ms;		/* no byte for this long: the attempt fails */
 	int insecure;			/* do not verify TLS certificates */
+	const char *ca_file;		/* trusted CAs (PEM) instead of the system's, or
+					 * NULL; kept by the caller while the layer lives */
 };
 
 int http_create(const struct http_config *cfg, struct http **out);

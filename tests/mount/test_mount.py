@@ -206,8 +206,16 @@ def test_concurrent_registrations_get_distinct_versions(populated, make_mount):
 def test_concurrent_alias_updates_lose_nothing(populated):
     def set_alias(i):
         populated.alias("pt-dnn", f"a{i}", str(1 + i % 2))
-    with ThreadPoolExecutor(8) as ex:
-        list(ex.map(set_alias, range(8)))
+    if populated.kind == "s3":
+        # s3rver ignores If-Match, so no client can keep concurrent replaces from
+        # losing one: the command says so, and updates one after another are kept
+        p = populated.alias("pt-dnn", "a0", "1")
+        assert "ignores conditional writes" in p.stderr
+        for i in range(8):
+            set_alias(i)
+    else:
+        with ThreadPoolExecutor(8) as ex:
+            list(ex.map(set_alias, range(8)))
     table = json.loads(populated.get("registry/pt-dnn/aliases.json"))
     for i in range(8):
         assert table[f"a{i}"] == 1 + i % 2

@@ -36,6 +36,8 @@ def store_keys(store, prefix):
         if not root.exists():
             return []
         return sorted(str(p.relative_to(store.root)) for p in root.rglob("*") if p.is_file())
+    if store.kind == "s3":
+        return store.keys(prefix)
     st, _, body = store.client._request(
         "GET", f"/{store.container}",
         {"restype": "container", "comp": "list", "prefix": prefix})
@@ -99,6 +101,7 @@ def test_torch_saves_load_back_through_this_mount_and_another(wstore, make_mount
     torch.save(ckpt, local / "checkpoint.pt")
 
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "full.pt", "model.pth", "scripted.pt"]
+    wstore.settle()
     other = make_mount(wstore, cache_dir=tmp_path / "cache2", name="mnt2")
     for mnt in (m, other):
         o = mnt / RUN / "outputs"
@@ -127,6 +130,7 @@ def test_save_register_and_load_on_a_read_only_mount(wstore, make_mount, tmp_pat
     np = pytest.importorskip("numpy")
     np.save(out / "stats.npy", np.arange(1000, dtype=np.float64))
     assert wstore.register("birds", f"{RUN}/outputs/") == 1
+    wstore.settle()
     ro = make_mount(wstore, cache_dir=tmp_path / "cache2", name="mnt2")
     got = ro / "models/birds/latest"
     assert (got / "model.pth").read_bytes() == (out / "model.pth").read_bytes()
@@ -337,6 +341,7 @@ def test_other_mounts_see_a_new_file_after_their_ttl(wstore, make_mount, tmp_pat
     (m / RUN / "a.txt").write_bytes(b"version 2")
     (m / RUN / "b.txt").write_bytes(b"new")
     assert (m / RUN / "a.txt").read_bytes() == b"version 2"  # this mount: at once
+    wstore.settle()
     wait_for(lambda: sorted(os.listdir(other / RUN)) == ["a.txt", "b.txt"], 10,
              "the other mount's listing")
     wait_for(lambda: (other / RUN / "a.txt").read_bytes() == b"version 2", 10,
@@ -479,6 +484,8 @@ def test_full_cache_disk_fails_the_write_and_uploads_nothing(wstore, make_mount,
     try:
         m = make_mount(wstore, "--writable", cache_dir=small / "cache")
         m.expect_log(r"failed \(No space left on device\)")
+        if wstore.kind == "s3":
+            m.expect_log(r"did not drop the parts of a failed upload \(HTTP 405\)")  # s3rver
         os.makedirs(m / RUN)
         with pytest.raises(OSError) as e:
             with open(m / RUN / "huge.bin", "wb") as f:
