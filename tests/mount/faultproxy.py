@@ -52,6 +52,9 @@ import time
 KINDS = ("status", "reset", "stall", "truncate", "wrong_length", "trickle", "misplaced")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
               "trailer", "upgrade", "expect"}
+# S3 names its errors otherwise, and sends no x-ms-error-code header
+S3_ERROR_CODES = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied",
+                  404: "NoSuchKey", 412: "PreconditionFailed"}
 ERROR_CODES = {500: "InternalError", 502: "BadGateway", 503: "ServerBusy",
                504: "GatewayTimeout", 408: "OperationTimedOut", 429: "TooManyRequests"}
 MAX_HEADER_BYTES = 64 << 10
@@ -102,7 +105,9 @@ class _ClientGone(Exception):
 
 
 class FaultProxy:
-    def __init__(self, upstream_port, upstream_host="127.0.0.1"):
+    def __init__(self, upstream_port, upstream_host="127.0.0.1", style="azure"):
+        """style: the shape of injected error answers, "azure" or "s3"."""
+        self.style = style
         addr = ipaddress.ip_address(socket.gethostbyname(upstream_host))
         if not addr.is_loopback:
             raise ValueError(f"the proxy only talks to loopback, not {upstream_host}")
@@ -438,11 +443,13 @@ class FaultProxy:
         kind = rule.kind if rule else None
         if kind == "status":
             status = int(p.get("status", 503))
-            code = ERROR_CODES.get(status, "InternalError")
+            codes = S3_ERROR_CODES if self.style == "s3" else ERROR_CODES
+            code = codes.get(status, "InternalError")
             xml = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
                    f'<Message>injected fault {status}</Message></Error>').encode()
-            hs = [("Content-Type", "application/xml"), ("x-ms-error-code", code),
-                  ("Content-Length", str(len(xml)))]
+            hs = [("Content-Type", "application/xml"), ("Content-Length", str(len(xml)))]
+            if self.style != "s3":
+                hs.append(("x-ms-error-code", code))
             if "retry_after" in p:
                 hs.append(("Retry-After", str(p["retry_after"])))
             if "retry_after_ms" in p:

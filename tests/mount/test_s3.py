@@ -160,3 +160,52 @@ def test_register_detects_a_server_that_ignores_conditions(s3):
     assert p.stdout.strip() == "1"
     assert "ignores conditional writes" in p.stderr
     assert run_cli("register", s3.url, "m", "runs/e/r/", store=s3).stdout.strip() == "2"
+
+
+@pytest.fixture
+def s3proxy(s3rver):
+    from faultproxy import FaultProxy
+    p = FaultProxy(s3rver, style="s3").start()
+    yield p
+    p.stop()
+
+
+def through(store, proxy):
+    return with_env(store, AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
+
+
+def test_reads_and_writes_survive_s3_shaped_faults(s3, s3proxy, make_mount):
+    data = os.urandom(20 << 20)
+    s3.put("runs/e/r/big.bin", data)
+    through(s3, s3proxy)
+    m = make_mount(s3, "--writable", "--chunk-size", "4M")
+    rules = [s3proxy.fail_next(1, "status", method="GET", path="/runs/e/r/big.bin", status=503,
+                               retry_after=1),
+             s3proxy.fail_next(1, "reset", method="GET", path="/runs/e/r/big.bin"),
+             s3proxy.fail_next(1, "truncate", method="GET", path="/runs/e/r/big.bin"),
+             s3proxy.fail_next(1, "status", method="GET", path="list-type=2", status=500)]
+    assert (m / "runs/e/r/big.bin").read_bytes() == data
+    os.listdir(m / "runs/e/r")
+    up = [s3proxy.fail_next(1, "status", method="PUT", path="partNumber=", status=503),
+          s3proxy.fail_next(1, "reset", method="PUT", path="partNumber="),
+          s3proxy.fail_next(1, "status", method="POST", path="uploadId=", status=500),
+          s3proxy.fail_next(1, "status", method="POST", path="uploads", status=503)]
+    new = os.urandom(30 << 20)
+    (m / "runs/e/r/new.bin").write_bytes(new)
+    assert s3.get("runs/e/r/new.bin") == new
+    assert [r.injected for r in rules + up] == [1] * (len(rules) + len(up))
+
+
+def test_access_denied_is_eacces_naming_the_source(s3, s3proxy, make_mount):
+    through(s3, s3proxy)
+    m = make_mount(s3)
+    m.expect_log(r"refused access \(HTTP 403 AccessDenied\); credentials used: "
+                 r"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \(key S3RVER\)")
+    m.expect_log(r"refused access")
+    deny = s3proxy.fail_always("status", path="/runs/e/r/model.pth", status=403)
+    with pytest.raises(OSError) as e:
+        (m / "runs/e/r/model.pth").read_bytes()
+    assert e.value.errno == errno.EACCES
+    assert deny.injected >= 1
+    assert "S3RVER" in m.log() and "AWS_SECRET" not in m.log().replace(
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", "")
