@@ -195,6 +195,8 @@ static int az_run(struct az_req *r, const char *what, struct http_request *hq,
 	hq->what = what;
 	hq->sign = az_sign;
 	hq->sign_ctx = r;
+	hq->error_header = "x-ms-error-code";
+	hq->retry_ms_header = "x-ms-retry-after-ms";
 	ret = http_do(a->http, hq, resp);
 	if (ret == 0 && resp->status >= 400 && !resp->error_code[0])
 		azure_parse_error(resp->body, resp->body_len, resp->error_code,

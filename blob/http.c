@@ -194,7 +194,7 @@ struct attempt {
 	const struct http_request *req;
 	struct http_response *resp;
 	size_t sent;			/* PUT body bytes handed to curl */
-	unsigned retry_after_ms;	/* from Retry-After or x-ms-retry-after-ms */
+	unsigned retry_after_ms;	/* from Retry-After or the store's own header */
 	int overflow;			/* the server sent more than asked for */
 	int placed;			/* the answer is the range asked for: bytes may go on */
 	int misplaced;			/* a range answered from another offset */
@@ -251,7 +251,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		r->has_length = 1;
 	} else if (header_is(line, len, "Last-Modified", &v, &vlen)) {
 		copy_value(r->last_modified, sizeof(r->last_modified), v, vlen);
-	} else if (header_is(line, len, "x-ms-error-code", &v, &vlen)) {
+	} else if (a->req->error_header && header_is(line, len, a->req->error_header, &v, &vlen)) {
 		copy_value(r->error_code, sizeof(r->error_code), v, vlen);
 	} else if (header_is(line, len, "Content-Range", &v, &vlen)) {
 		copy_value(tmp, sizeof(tmp), v, vlen);
@@ -264,7 +264,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		copy_value(tmp, sizeof(tmp), v, vlen);
 		if (tmp[0] >= '0' && tmp[0] <= '9')
 			a->retry_after_ms = (unsigned)strtoul(tmp, NULL, 10) * 1000;
-	} else if (header_is(line, len, "x-ms-retry-after-ms", &v, &vlen)) {
+	} else if (a->req->retry_ms_header &&
+		   header_is(line, len, a->req->retry_ms_header, &v, &vlen)) {
 		copy_value(tmp, sizeof(tmp), v, vlen);
 		a->retry_after_ms = (unsigned)strtoul(tmp, NULL, 10);
 	}

@@ -44,6 +44,9 @@ struct http_request {
 	unsigned deadline_ms;		/* 0: the store's deadline */
 	int quiet;			/* no log line on giving up (the caller reports) */
 	const char *capture;		/* a response header whose value to keep, or NULL */
+	const char *error_header;	/* the store's header naming an error, or NULL */
+	const char *retry_ms_header;	/* the store's header giving a retry delay in
+					 * milliseconds, or NULL (Retry-After is read anyway) */
 	int must_try;			/* a write: tried with its whole deadline even
 					 * while the store counts as down */
 	char *errbuf;			/* if set: why the last attempt failed */
@@ -56,7 +59,8 @@ struct http_response {
 	uint64_t content_length;
 	int has_length;
 	char last_modified[64];
-	char error_code[64];		/* x-ms-error-code, or the <Code> of the body */
+	char error_code[64];		/* request.error_header's value, or what the
+					 * backend found in the body */
 	uint64_t range_start;		/* from Content-Range */
 	int has_range;
 	char captured[256];		/* the value of request.capture, or "" */
