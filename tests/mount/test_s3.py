@@ -123,6 +123,25 @@ def test_instance_metadata_with_imdsv2_tokens(s3, make_mount, imds):
     assert "session-token" not in m.log()
 
 
+def test_instance_metadata_credentials_are_renewed_before_they_expire(s3, make_mount, imds):
+    import datetime
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=120)
+    Imds.creds = {**Imds.creds, "Expiration": soon.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    Imds.puts = 0
+    try:
+        with_env(s3, **{**NO_CREDS, "AWS_EC2_METADATA_DISABLED": "",
+                        "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds})
+        m = make_mount(s3, "--ttl", "1")
+        assert (m / "runs/e/r/model.pth").read_bytes() == b"weights" * 1000
+        first = Imds.puts
+        import time
+        time.sleep(1.2)
+        assert os.listdir(m / "runs/e/r") == ["model.pth"]  # a new request
+        assert Imds.puts > first  # within five minutes of expiry: asked again
+    finally:
+        Imds.creds = {**Imds.creds, "Expiration": "2099-01-01T00:00:00Z"}
+
+
 def test_no_credentials_means_unsigned_requests(s3, make_mount):
     with_env(s3, **NO_CREDS)
     m = make_mount(s3)
