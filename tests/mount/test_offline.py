@@ -1,4 +1,5 @@
-"""A store that goes away: the mount (through a fault proxy in front of Azurite) first
+"""A store that goes away: the mount (through a fault proxy in front of Azurite, or of
+s3rver with S3-shaped answers) first
 reads and lists some of the store, then the store becomes unreachable, either killed
 (every request reset before it is forwarded) or frozen like a SIGSTOPped server
 (every request stalled, no byte ever answered). Everything cached keeps being served,
@@ -105,8 +106,25 @@ def check_uncached(m, what):
         assert took < UNCACHED_MAX, (what, k, took)
 
 
+@pytest.fixture(params=["azure", "s3"])
+def behind(request):
+    """(proxy, store): a store whose URL goes through the fault proxy; put and get go
+    to the server itself."""
+    if request.param == "azure":
+        return request.getfixturevalue("proxy"), request.getfixturevalue("via")
+    import uuid
+    from faultproxy import FaultProxy
+    port = request.getfixturevalue("s3rver")
+    proxy = FaultProxy(port, style="s3").start()
+    request.addfinalizer(proxy.stop)
+    store = conftest.S3Store(port, f"t{uuid.uuid4().hex[:16]}")
+    store.env = {**store.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+    return proxy, store
+
+
 @pytest.mark.parametrize("how", ["killed", "stalled"])
-def test_store_goes_away_and_comes_back(proxy, via, make_mount, monkeypatch, how):
+def test_store_goes_away_and_comes_back(behind, make_mount, monkeypatch, how):
+    proxy, via = behind
     for k, v in FILES.items():
         via.put(k, v)
     assert via.register("m", "runs/e/r1/", "--alias", "production") == 1
