@@ -91,22 +91,6 @@ static void on_text(void *ud, const XML_Char *s, int len)
 	x->text[x->tlen] = '\0';
 }
 
-static void pct_decode(char *s)
-{
-	char *o = s;
-
-	for (char *i = s; *i; i++) {
-		if (i[0] == '%' && isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
-			char h[3] = { i[1], i[2], 0 };
-			*o++ = (char)strtol(h, NULL, 16);
-			i += 2;
-		} else {
-			*o++ = *i;
-		}
-	}
-	*o = '\0';
-}
-
 /* Adds the entry just read, named relative to the listing's prefix. */
 static void emit(struct xml_state *x, int is_dir)
 {
@@ -116,7 +100,7 @@ static void emit(struct xml_state *x, int is_dir)
 	if (!name || !x->out)
 		return; /* not a listing (an error body may look like one) */
 	if (x->name_encoded)
-		pct_decode(name);
+		blob_pct_decode(name, 0);
 	if (strncmp(name, x->prefix, x->prefix_len) != 0)
 		return; /* not under the prefix asked for: never shown */
 	name += x->prefix_len;

@@ -221,3 +221,31 @@ void blob_list_clean(struct blob_list *l, const char *folder)
 	}
 	l->count = o;
 }
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+void blob_pct_decode(char *s, int plus)
+{
+	char *o = s;
+
+	for (char *i = s; *i; i++) {
+		if (i[0] == '%' && hexval(i[1]) >= 0 && hexval(i[2]) >= 0) {
+			*o++ = (char)(hexval(i[1]) << 4 | hexval(i[2]));
+			i += 2;
+		} else if (*i == '+' && plus) {
+			*o++ = ' ';
+		} else {
+			*o++ = *i;
+		}
+	}
+	*o = '\0';
+}

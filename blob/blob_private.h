@@ -14,4 +14,8 @@ int blob_azure_open(const char *url, const struct blob_options *opt, struct blob
 int blob_s3_open(const char *url, const struct blob_options *opt, struct blob_store **out,
 		 char *err, size_t errlen);
 
+/* Decodes %XX escapes of s in place (with plus, '+' becomes a space, as in query
+ * strings). Cannot fail. */
+void blob_pct_decode(char *s, int plus);
+
 #endif

@@ -316,37 +316,15 @@ static int s3_sign(void *ctx, struct curl_slist **headers)
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%Y%m%dT%H%M%SZ", &tm);
-	snprintf(lines[n], sizeof(lines[n]), "host:%s", s->host);
-	signed_h[n] = lines[n];
-	n++;
-	snprintf(lines[n], sizeof(lines[n]), "x-amz-date:%s", date);
-	signed_h[n] = lines[n];
-	n++;
-	snprintf(lines[n], sizeof(lines[n]), "x-amz-content-sha256:UNSIGNED-PAYLOAD");
-	signed_h[n] = lines[n];
-	n++;
-	if (r->range[0]) {
-		snprintf(lines[n], sizeof(lines[n]), "range:%s", r->range);
-		signed_h[n] = lines[n];
-		n++;
-	}
-	if (r->if_match) {
-		snprintf(lines[n], sizeof(lines[n]), "if-match:%s", r->if_match);
-		signed_h[n] = lines[n];
-		n++;
-	}
-	if (r->if_none_match) {
-		snprintf(lines[n], sizeof(lines[n]), "if-none-match:%s", r->if_none_match);
-		signed_h[n] = lines[n];
-		n++;
-	}
-	if (r->content_md5) {
-		snprintf(lines[n], sizeof(lines[n]), "content-md5:%s", r->content_md5);
-		signed_h[n] = lines[n];
-		n++;
-	}
-	if (r->copy_source) {
-		snprintf(lines[n], sizeof(lines[n]), "x-amz-copy-source:%s", r->copy_source);
+	/* the headers signed, in the order they are sent; NULL values are left out */
+	const char *names[] = { "host", "x-amz-date", "x-amz-content-sha256", "range",
+				"if-match", "if-none-match", "content-md5", "x-amz-copy-source" };
+	const char *values[] = { s->host, date, "UNSIGNED-PAYLOAD", r->range[0] ? r->range : NULL,
+				 r->if_match, r->if_none_match, r->content_md5, r->copy_source };
+	for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++) {
+		if (!values[i])
+			continue;
+		snprintf(lines[n], sizeof(lines[n]), "%s:%s", names[i], values[i]);
 		signed_h[n] = lines[n];
 		n++;
 	}

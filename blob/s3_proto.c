@@ -359,31 +359,6 @@ static int xml_run(struct xml_state *x, const char *xml, size_t len)
 	return ok && !x->failed ? 0 : -EBADMSG;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-static void pct_decode(char *s)
-{
-	char *o = s;
-
-	for (char *i = s; *i; i++) {
-		if (i[0] == '%' && hexval(i[1]) >= 0 && hexval(i[2]) >= 0) {
-			*o++ = (char)(hexval(i[1]) << 4 | hexval(i[2]));
-			i += 2;
-		} else if (*i == '+') {
-			*o++ = ' ';
-		} else {
-			*o++ = *i;
-		}
-	}
-	*o = '\0';
-}
-
 int s3_parse_list(const char *xml, size_t len, const char *prefix, struct blob_list *out,
 		  char **next)
 {
@@ -398,7 +373,7 @@ int s3_parse_list(const char *xml, size_t len, const char *prefix, struct blob_l
 		struct blob_entry e = x.raw.entries[i];
 		char *key = e.name;
 		if (x.url_encoded)
-			pct_decode(key);
+			blob_pct_decode(key, 1);
 		if (strncmp(key, prefix, plen) != 0)
 			continue; /* not under the prefix: never shown */
 		char *rel = key + plen;
@@ -420,7 +395,7 @@ int s3_parse_list(const char *xml, size_t len, const char *prefix, struct blob_l
 	free(x.key);
 	if (ret == 0) {
 		if (x.next && x.url_encoded)
-			pct_decode(x.next);
+			blob_pct_decode(x.next, 1);
 		*next = x.next ? x.next : strdup("");
 		if (!*next)
 			ret = -ENOMEM;

@@ -20,7 +20,7 @@ FUZZ_TARGETS := fuzz_listing fuzz_registry fuzz_url fuzz_names fuzz_s3
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_LIB_SRC := $(BLOB_SRC) $(CACHE_SRC) $(FS_SRC)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
-FUZZ_HDRS := $(wildcard blob/*.h cache/*.h fs/*.h)
+FUZZ_HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/fuzz/*.h)
 FUZZ_SAN := address,undefined
 FUZZ_CFLAGS := -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -fno-sanitize-recover=all \
 	       -fno-omit-frame-pointer -g -O1 -std=c11 -D_GNU_SOURCE -pthread -I. \

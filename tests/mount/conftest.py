@@ -211,32 +211,26 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_azurite(where, *storage, procs=None):
-    """Azurite on a free loopback port (its data in where, or as storage says), yielding
-    the port; stopped by its PID, also when the test fails. procs, a list, gets the
-    server's Popen."""
-    azurite_bin = subprocess.run([str(ROOT / "scripts/install-azurite")], check=True,
-                                 capture_output=True, text=True).stdout.strip()
+def running_server(name, where, argv, procs=None, env=None):
+    """A server from argv (given its port) on a free loopback port, its log in
+    where/NAME.log, yielding the port; stopped by its PID, also when the test fails.
+    procs, a list, gets the server's Popen."""
     port = free_port()
-    log = open(where / "azurite.log", "wb")
-    proc = subprocess.Popen(
-        [azurite_bin, "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         *(storage or ("--location", str(where))), "--silent", "--loose",
-         "--skipApiVersionCheck", "--disableTelemetry"],
-        stdout=log, stderr=subprocess.STDOUT)
+    log = open(where / f"{name}.log", "wb")
+    proc = subprocess.Popen(argv(port), stdout=log, stderr=subprocess.STDOUT, env=env)
     if procs is not None:
         procs.append(proc)
 
     def answers():
         if proc.poll() is not None:
-            raise AssertionError(f"azurite exited: {(where / 'azurite.log').read_text()}")
+            raise AssertionError(f"{name} exited: {(where / f'{name}.log').read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return True
         except OSError:
             return False
     try:
-        wait_for(answers, 60, "azurite")
+        wait_for(answers, 60, name)
         yield port
     finally:
         try:
@@ -252,39 +246,27 @@ def running_azurite(where, *storage, procs=None):
         log.close()
 
 
-@contextlib.contextmanager
-def running_s3rver(where):
-    """s3rver on a free loopback port (its data in where), yielding the port; stopped
-    by its PID."""
-    s3rver_bin = subprocess.run([str(ROOT / "scripts/install-s3rver")], check=True,
-                                capture_output=True, text=True).stdout.strip()
-    port = free_port()
-    log = open(where / "s3rver.log", "wb")
-    # its continuation tokens use a cipher OpenSSL 3 keeps in the legacy provider
-    env = {**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}
-    proc = subprocess.Popen([s3rver_bin, "-d", str(where), "-a", "127.0.0.1", "-p",
-                             str(port), "--silent"], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
+def installed(script):
+    return subprocess.run([str(ROOT / "scripts" / script)], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
-    def answers():
-        if proc.poll() is not None:
-            raise AssertionError(f"s3rver exited: {(where / 's3rver.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-    try:
-        wait_for(answers, 60, "s3rver")
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+
+def running_azurite(where, *storage, procs=None):
+    """Azurite (its data in where, or as storage says): see running_server."""
+    azurite_bin = installed("install-azurite")
+    return running_server("azurite", where, lambda port: [
+        azurite_bin, "--blobHost", "127.0.0.1", "--blobPort", str(port),
+        *(storage or ("--location", str(where))), "--silent", "--loose",
+        "--skipApiVersionCheck", "--disableTelemetry"], procs=procs)
+
+
+def running_s3rver(where):
+    """s3rver (its data in where): see running_server. Its continuation tokens use a
+    cipher OpenSSL 3 keeps in the legacy provider."""
+    s3rver_bin = installed("install-s3rver")
+    return running_server("s3rver", where, lambda port: [
+        s3rver_bin, "-d", str(where), "-a", "127.0.0.1", "-p", str(port), "--silent"],
+        env={**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"})
 
 
 @pytest.fixture(scope="session")
