@@ -444,24 +444,31 @@ long long s3_parse_time(const char *s)
 
 int s3_url_parse(const char *url, struct s3_url *out, char *err, size_t errlen)
 {
-	const char *p = url + strlen("s3://"), *slash = strchr(p, '/');
-	size_t blen = slash ? (size_t)(slash - p) : strlen(p);
+	const char *p = url + strlen("s3://");
+	size_t blen = strcspn(p, "/?#");
+	/* messages never echo a query: it may hold a signature */
+	int shown = (int)(strcspn(url, "?#") < 200 ? strcspn(url, "?#") : 200);
 
 	memset(out, 0, sizeof(*out));
 	if (blen < 3 || blen > 63) {
-		snprintf(err, errlen, "bad store URL '%.200s': expected s3://BUCKET/PREFIX", url);
+		snprintf(err, errlen, "bad store URL '%.*s': expected s3://BUCKET/PREFIX", shown, url);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < blen; i++) {
 		char c = p[i];
 		if (!(islower((unsigned char)c) || isdigit((unsigned char)c) || c == '-' || c == '.')) {
-			snprintf(err, errlen, "bad store URL '%.200s': '%.*s' is not a bucket name "
-				 "(3-63 of a-z, 0-9, '-', '.')", url, (int)blen, p);
+			snprintf(err, errlen, "bad store URL '%.*s': the bucket name is not 3-63 of "
+				 "a-z, 0-9, '-', '.'", shown, url);
 			return -EINVAL;
 		}
 	}
+	if (p[blen] && p[blen] != '/') {
+		snprintf(err, errlen, "bad store URL '%.*s': a query or fragment has no place in "
+			 "it", shown, url);
+		return -EINVAL;
+	}
 	out->bucket = strndup(p, blen);
-	const char *pre = slash ? slash + 1 : "";
+	const char *pre = p[blen] ? p + blen + 1 : "";
 	while (*pre == '/')
 		pre++;
 	size_t plen = strlen(pre);
@@ -474,9 +481,9 @@ int s3_url_parse(const char *url, struct s3_url *out, char *err, size_t errlen)
 	memcpy(out->prefix, pre, plen + 1);
 	if (plen && pre[plen - 1] != '/')
 		strcat(out->prefix, "/");
-	if (strstr(out->prefix, "//") || strstr(out->prefix, "?")) {
-		snprintf(err, errlen, "bad store URL '%.200s': empty segment or query in the prefix",
-			 url);
+	if (strstr(out->prefix, "//") || strpbrk(out->prefix, "?#")) {
+		snprintf(err, errlen, "bad store URL '%.*s': empty segment, query or fragment in "
+			 "the prefix", shown, url);
 		s3_url_release(out);
 		return -EINVAL;
 	}

@@ -97,6 +97,13 @@ static void test_errors_fields_and_urls(void)
 	CHECK_EQ(s3_url_parse("s3://Bad_Bucket/x", &u, msg, sizeof(msg)), -EINVAL);
 	CHECK(strstr(msg, "bucket") != NULL);
 	CHECK_EQ(s3_url_parse("s3://ab", &u, msg, sizeof(msg)), -EINVAL);
+	/* a query is refused and never echoed: it may hold a signature */
+	const char *bad[] = { "s3://a?sig=SECRET", "s3://bucket?sig=SECRET",
+			      "s3://bucket/p/?sig=SECRET", "s3://bucket/p#SECRET" };
+	for (int i = 0; i < 4; i++) {
+		CHECK_EQ(s3_url_parse(bad[i], &u, msg, sizeof(msg)), -EINVAL);
+		CHECK(strstr(msg, "SECRET") == NULL);
+	}
 }
 
 static void test_shared_files(void)
