@@ -6,6 +6,7 @@ import errno
 import http.server
 import json
 import os
+import subprocess
 import threading
 import uuid
 
@@ -228,3 +229,54 @@ def test_access_denied_is_eacces_naming_the_source(s3, s3proxy, make_mount):
     assert deny.injected >= 1
     assert "S3RVER" in m.log() and "AWS_SECRET" not in m.log().replace(
         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", "")
+
+
+def make_ca_and_cert(d):
+    """A private CA and a certificate it signs for 127.0.0.1, with openssl(1)."""
+    def ossl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "ca.key", "-out",
+         d / "ca.pem", "-days", "2", "-subj", "/CN=artifactfs test CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "srv.key", "-out",
+         d / "srv.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", d / "srv.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+         "-CAcreateserial", "-out", d / "srv.pem", "-days", "2", "-extfile", d / "ext")
+
+
+def test_a_private_ca_from_aws_ca_bundle_is_trusted(tmp_path, make_mount):
+    from conftest import installed, running_server
+    make_ca_and_cert(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    s3rver_bin = installed("install-s3rver")
+    with running_server("s3rver-tls", tmp_path, lambda port: [
+            s3rver_bin, "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--silent",
+            "--key", str(tmp_path / "srv.key"), "--cert", str(tmp_path / "srv.pem")],
+            env={**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}) as port:
+        st = S3Store.__new__(S3Store)
+        st.bucket, st.url, st.markers = "tls-bucket", "s3://tls-bucket/", set()
+        st.env = {"AWS_ENDPOINT_URL": f"https://127.0.0.1:{port}",
+                  "AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER",
+                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_REGION": "us-east-1",
+                  "AWS_CA_BUNDLE": str(tmp_path / "ca.pem")}
+        import http.client
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
+        c.request("PUT", "/tls-bucket")
+        assert c.getresponse().status == 200
+        for k, body in (("runs/", b""), ("runs/e/", b""), ("runs/e/r/", b""),
+                        ("runs/e/r/m.bin", b"over TLS")):
+            c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
+            c.request("PUT", f"/tls-bucket/{k}", body=body,
+                      headers={"Content-Length": str(len(body))})
+            assert c.getresponse().status == 200
+        m = make_mount(st)
+        assert (m / "runs/e/r/m.bin").read_bytes() == b"over TLS"
+        # without the bundle the server's certificate is not trusted
+        (tmp_path / "bad").mkdir()
+        bad = run_cli("mount", st.url, tmp_path / "bad", "--cache-dir", tmp_path / "badcache",
+                      "--timeout", "5", check=False, store=st,
+                      env={"AWS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "", "SSL_CERT_FILE": ""})
+        assert bad.returncode == 2 and "cannot reach the store" in bad.stderr
