@@ -385,16 +385,6 @@ static void written_stat(const struct http_response *resp, uint64_t size, struct
 	snprintf(out->etag, sizeof(out->etag), "%s", resp->etag);
 }
 
-/* Base64 of the MD5 of data, for Content-MD5 (a check of the bytes in transit). */
-static void md5_b64(const void *data, size_t len, char out[32])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-
-	EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
-	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
-}
-
 /* Put Blob: if_match set, only over that version; else with excl only if absent. */
 static int az_put(struct blob_azure *a, const char *key, const char *if_match, int excl,
 		  const void *data, size_t len, struct blob_stat *out)
@@ -408,7 +398,7 @@ static int az_put(struct blob_azure *a, const char *key, const char *if_match, i
 	r.path = blob_path(a, key);
 	if (!r.path)
 		return -ENOMEM;
-	md5_b64(data, len, md5);
+	blob_md5_b64(data, len, md5);
 	r.content_md5 = md5;
 	if (if_match)
 		r.if_match = if_match;
@@ -490,7 +480,7 @@ static int az_upload_begin(struct blob_store *s, const char *key, struct blob_up
 		return -ENOMEM;
 	for (int i = 0; i < 8; i++)
 		snprintf(u->id + 2 * i, 3, "%02x", rnd[i]);
-	strcpy(u->key, key);
+	memcpy(u->key, key, strlen(key) + 1);
 	*out = u;
 	return 0;
 }
@@ -513,7 +503,7 @@ static int az_upload_part(struct blob_store *s, struct blob_upload *u, unsigned 
 		req_free(&r);
 		return -ENOMEM;
 	}
-	md5_b64(data, len, md5);
+	blob_md5_b64(data, len, md5);
 	r.content_md5 = md5;
 	ret = az_run(&r, u->key, &hq, &resp);
 	if (ret == 0)

@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,4 +249,13 @@ void blob_pct_decode(char *s, int plus)
 		}
 	}
 	*o = '\0';
+}
+
+void blob_md5_b64(const void *data, size_t len, char out[32])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
+	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
 }

@@ -18,4 +18,8 @@ int blob_s3_open(const char *url, const struct blob_options *opt, struct blob_st
  * strings). Cannot fail. */
 void blob_pct_decode(char *s, int plus);
 
+/* Base64 of the MD5 of data (Content-MD5: a check of the bytes in transit), NUL-ended
+ * into out. Cannot fail. */
+void blob_md5_b64(const void *data, size_t len, char out[32]);
+
 #endif

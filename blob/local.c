@@ -526,7 +526,7 @@ static int local_upload_begin(struct blob_store *s, const char *key, struct blob
 	u = calloc(1, sizeof(*u) + strlen(key) + 1);
 	if (!u)
 		return -ENOMEM;
-	strcpy(u->key, key);
+	memcpy(u->key, key, strlen(key) + 1);
 	if (mkdirat(l->rootfd, LOCAL_UPLOADS, 0700) < 0 && errno != EEXIST) {
 		int e = local_errno(errno);
 		free(u);

@@ -479,8 +479,10 @@ int s3_url_parse(const char *url, struct s3_url *out, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	memcpy(out->prefix, pre, plen + 1);
-	if (plen && pre[plen - 1] != '/')
-		strcat(out->prefix, "/");
+	if (plen && pre[plen - 1] != '/') {
+		out->prefix[plen] = '/';
+		out->prefix[plen + 1] = '\0';
+	}
 	if (strstr(out->prefix, "//") || strpbrk(out->prefix, "?#")) {
 		snprintf(err, errlen, "bad store URL '%.*s': empty segment, query or fragment in "
 			 "the prefix", shown, url);

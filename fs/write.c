@@ -55,7 +55,7 @@ static int whandle_new(struct fs *fs, const char *path, struct fs_wfile *wf, int
 
 	if (!h)
 		return -ENOMEM;
-	strcpy(h->path, path);
+	memcpy(h->path, path, strlen(path) + 1);
 	h->wf = wf;
 	h->writer = writer;
 	pthread_mutex_lock(&fs->wr->lock);

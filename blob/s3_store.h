@@ -1,0 +1,48 @@
+/*
+ * s3_store.h: the S3 backend's store, shared by its request code (s3.c) and its
+ * credentials (s3_creds.c); private to blob/.
+ */
+#ifndef BLOB_S3_STORE_H
+#define BLOB_S3_STORE_H
+
+#include "s3.h"
+#include "http.h"
+
+#include <pthread.h>
+#include <time.h>
+
+/* Credentials from the metadata service are asked again this long before expiry. */
+#define S3_REFRESH_BEFORE 300
+
+enum cred_kind { CRED_ANON, CRED_STATIC, CRED_IMDS_PENDING, CRED_IMDS };
+
+struct blob_s3 {
+	struct blob_store base;
+	struct s3_url url;
+	char *base_url;		/* scheme://host[:port], without the bucket */
+	char *host;		/* the Host header: host[:port] */
+	char *path_base;	/* "" (virtual-hosted) or "/BUCKET" (path-style) */
+	char *region;
+	char *ca_file;
+	struct http *http;
+	struct http *imds_http;
+	char *imds;		/* the metadata service's base URL */
+	pthread_mutex_t lock;	/* the credentials and what was learnt of the server */
+	enum cred_kind kind;
+	char *akid, *secret, *token;	/* secrets; NULL when anonymous */
+	time_t expires;		/* CRED_IMDS: when they expire (wall clock) */
+	time_t imds_next;	/* CRED_IMDS_PENDING: no new try before */
+	char source[320];	/* where the credentials came from, for messages */
+	int conditions;		/* conditional writes: 0 unknown, 1 honoured, -1 ignored */
+};
+
+/* Wipes and frees the credentials (the lock held or the store unshared). */
+void s3_cred_clear(struct blob_s3 *s);
+/* Chooses the credentials and the region at open (no network): environment, then
+ * shared files; else the metadata service, asked at the first request. */
+int s3_creds_choose(struct blob_s3 *s, char *err, size_t errlen);
+/* Before a request: the metadata service asked at the first one, and again within
+ * S3_REFRESH_BEFORE of expiry. */
+void s3_creds_ensure(struct blob_s3 *s);
+
+#endif
