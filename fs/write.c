@@ -349,7 +349,12 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	h->wf = wf;
 	h->writer = 1;
 	fs_link_add(fs, &h->link, W_LINK);
-	int up = whandle_close(fs, h); /* the last close uploads */
+	/* uploaded now, even while another handle (one whose release has not come in
+	 * yet) keeps the file open: truncate(2) returns with the store changed */
+	int up = ret < 0 ? 0 : fs_wfile_sync(fs, wf, 1);
+	int last = whandle_close(fs, h);
+	if (up == 0)
+		up = last;
 	return ret < 0 ? -EIO : fs_sync_errno(up);
 }
 
