@@ -770,6 +770,38 @@ static const struct blob_ops azure_ops = {
 	.move = az_move,
 };
 
+/* A connection string's BlobEndpoint (an emulator, a private endpoint) is where the
+ * account it names is reached: a STORE of the form wasbs://C@ACCOUNT.blob.../ (what
+ * MLflow keeps) goes there, as Azure's own SDKs do. */
+static int az_blob_endpoint(struct blob_azure *a, const struct azure_conn *c, char *err,
+			    size_t errlen)
+{
+	const char *acct = c->dev ? AZURE_DEV_ACCOUNT : c->account;
+	const char *host = strstr(a->url.endpoint, "://");
+	size_t alen = strlen(a->url.account);
+
+	if (!host || strcmp(acct, a->url.account) != 0 || strncmp(host + 3, a->url.account, alen) != 0 ||
+	    strncmp(host + 3 + alen, ".blob.", 6) != 0)
+		return 0; /* the URL names its own endpoint */
+	if (strncmp(c->blob_endpoint, "http://", 7) != 0 &&
+	    strncmp(c->blob_endpoint, "https://", 8) != 0) {
+		snprintf(err, errlen, "AZURE_STORAGE_CONNECTION_STRING: BlobEndpoint is not an "
+			 "http(s) URL");
+		return -EINVAL;
+	}
+	char *ep = strdup(c->blob_endpoint);
+	if (!ep) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	size_t n = strlen(ep);
+	while (n > 0 && ep[n - 1] == '/')
+		ep[--n] = '\0';
+	free(a->url.endpoint);
+	a->url.endpoint = ep;
+	return 0;
+}
+
 /* Chooses the credential: the first source found in the environment wins. */
 static int az_credentials(struct blob_azure *a, char *err, size_t errlen)
 {
@@ -815,6 +847,8 @@ static int az_credentials(struct blob_azure *a, char *err, size_t errlen)
 			snprintf(a->source, sizeof(a->source),
 				 "AZURE_STORAGE_CONNECTION_STRING (no key or SAS: anonymous)");
 		}
+		if (ret == 0 && c.blob_endpoint[0])
+			ret = az_blob_endpoint(a, &c, err, errlen);
 		azure_conn_release(&c);
 	} else if ((acct && acct[0]) || (key && key[0])) {
 		if (!acct || !acct[0] || !key || !key[0]) {
@@ -869,6 +903,9 @@ int blob_azure_open(const char *url, const struct blob_options *opt, struct blob
 	ret = azure_url_parse(url, &a->url, err, errlen);
 	if (ret < 0)
 		goto fail;
+	ret = az_credentials(a, err, errlen);
+	if (ret < 0)
+		goto fail;
 	/* host = scheme://host[:port]; path_base = what follows it, then /container */
 	const char *hs = strstr(a->url.endpoint, "://") + 3, *slash = strchr(hs, '/');
 	size_t hlen = slash ? (size_t)(slash - a->url.endpoint) : strlen(a->url.endpoint);
@@ -881,9 +918,6 @@ int blob_azure_open(const char *url, const struct blob_options *opt, struct blob
 		ret = -ENOMEM;
 		goto fail;
 	}
-	ret = az_credentials(a, err, errlen);
-	if (ret < 0)
-		goto fail;
 	a->page_size = AZURE_PAGE_MAX;
 	const char *ps = getenv("ARTIFACTFS_LIST_PAGE_SIZE"); /* for tests of paging */
 	unsigned long page = ps ? strtoul(ps, NULL, 10) : 0;

@@ -22,6 +22,8 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 		opt = &defaults;
 	if (strncmp(url, "file://", 7) == 0)
 		return blob_local_open(url, out, err, errlen);
+	if (strncmp(url, "mlflow+", 7) == 0)
+		return blob_mlflow_open(url, opt, out, err, errlen);
 	if (strncmp(url, "s3://", 5) == 0)
 		return blob_s3_open(url, opt, out, err, errlen);
 	if (strncmp(url, "wasbs://", 8) == 0 || strncmp(url, "wasb://", 7) == 0 ||
@@ -30,7 +32,8 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 	/* never echo a query: it may hold a SAS signature */
 	snprintf(err, errlen, "unsupported store URL '%.*s' (expected file:///abs/path, "
 		 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX, "
-		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX or s3://BUCKET/PREFIX)",
+		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX, s3://BUCKET/PREFIX or "
+		 "mlflow+https://HOST[:PORT][/PATH])",
 		 (int)(strcspn(url, "?#") < 200 ? strcspn(url, "?#") : 200), url);
 	return -EINVAL;
 }
@@ -190,7 +193,7 @@ static int entry_cmp(const void *a, const void *b)
 	const struct blob_entry *x = a, *y = b;
 	int c = strcmp(x->name, y->name);
 	/* folders first among equals, so the folder wins a name clash */
-	return c ? c : y->is_dir - x->is_dir;
+	return c ? c : (y->is_dir == 1) - (x->is_dir == 1);
 }
 
 void blob_list_clean(struct blob_list *l, const char *folder)
@@ -210,7 +213,7 @@ void blob_list_clean(struct blob_list *l, const char *folder)
 		if (o > 0 && strcmp(l->entries[o - 1].name, e->name) == 0) {
 			/* sorted folder-first: this is a blob (or a repeat) shadowed by the
 			 * folder of the same name */
-			if (e->is_dir || !l->entries[o - 1].is_dir)
+			if (e->is_dir == 1 || l->entries[o - 1].is_dir != 1)
 				LOG_DEBUG("dropping repeated entry '%s' in '%s'", e->name, folder);
 			else
 				LOG_WARN("blob '%s%s' has the name of a folder; serving the folder",

@@ -71,10 +71,17 @@ typedef int (*blob_sink_fn)(void *ctx, const void *data, size_t len);
  * during a read is told only when read_to returns, and its bytes may be used only
  * once it returned the length asked for. */
 #define BLOB_PINNED_READS 1u
+/* read_to answers only with a whole blob, from its first byte (a server that ignores
+ * Range): a reader fetches the blob in one read, never a piece at a time. */
+#define BLOB_WHOLE_READS 2u
+
+/* blob_entry.is_dir of a link (a store whose tree has them: MLflow's run names):
+ * its target, a sibling's name, is in etag. */
+#define BLOB_ENTRY_LINK 2
 
 struct blob_ops {
 	const char *name; /* "file", "azure", ... */
-	unsigned flags;   /* BLOB_PINNED_READS */
+	unsigned flags;   /* BLOB_PINNED_READS, BLOB_WHOLE_READS */
 	void (*destroy)(struct blob_store *s);
 	/* One folder level under prefix ("" or ending in '/'). -ENOENT when nothing is
 	 * there at all. Appends to out. */
@@ -86,6 +93,9 @@ struct blob_ops {
 	 * not grow with len. */
 	ssize_t (*read_to)(struct blob_store *s, const char *key, const char *etag,
 			   uint64_t off, size_t len, blob_sink_fn sink, void *ctx);
+	/* Optional: the flags of reads of one blob, for a store whose blobs differ
+	 * (flags above otherwise). Cannot fail. */
+	unsigned (*read_flags)(struct blob_store *s, const char *key, const char *etag);
 	/* Writes a small blob only if the key is free: -EEXIST when it is taken. */
 	int (*create)(struct blob_store *s, const char *key, const void *data, size_t len);
 	/* Replaces a small blob only if it is still at etag: -ESTALE when it changed,
@@ -187,6 +197,12 @@ static inline void blob_stop(struct blob_store *s)
 		s->ops->stop(s);
 }
 
+static inline unsigned blob_read_flags(struct blob_store *s, const char *key,
+				       const char *etag)
+{
+	return s->ops->read_flags ? s->ops->read_flags(s, key, etag) : s->ops->flags;
+}
+
 static inline int blob_list(struct blob_store *s, const char *prefix, struct blob_list *out)
 {
 	return s->ops->list(s, prefix, out);
@@ -266,6 +282,20 @@ static inline int blob_move(struct blob_store *s, const char *src, const char *d
  */
 int blob_get(struct blob_store *s, const char *key, size_t max, char **data, size_t *len,
 	     char etag[BLOB_ETAG_MAX]);
+
+/*
+ * An MLflow tracking server (mlflow+http(s)://HOST[:PORT][/PATH]) is a store whose
+ * registry is MLflow's own: registering and aliases go to its API.
+ */
+int blob_is_mlflow(const struct blob_store *s);
+/* Creates a version of model name from source (runs/<experiment>/<run id>/<path>),
+ * waits until the server has it READY; *version: its number. */
+int blob_mlflow_register(struct blob_store *s, const char *name, const char *source,
+			 const char *description, const char **tags, size_t ntags,
+			 int *version, char *err, size_t errlen);
+/* Sets (version > 0) or deletes (version 0) an alias of model name. */
+int blob_mlflow_alias(struct blob_store *s, const char *name, const char *alias, int version,
+		      char *err, size_t errlen);
 
 /* Listing helpers. blob_list_add copies name; cannot fail but for -ENOMEM. */
 void blob_list_init(struct blob_list *l);

@@ -11,6 +11,8 @@
 int blob_local_open(const char *url, struct blob_store **out, char *err, size_t errlen);
 int blob_azure_open(const char *url, const struct blob_options *opt, struct blob_store **out,
 		    char *err, size_t errlen);
+int blob_mlflow_open(const char *url, const struct blob_options *opt, struct blob_store **out,
+		     char *err, size_t errlen);
 int blob_s3_open(const char *url, const struct blob_options *opt, struct blob_store **out,
 		 char *err, size_t errlen);
 

@@ -293,6 +293,11 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 			a->sink_err = -ESTALE;
 			return 0;
 		}
+		if (q->has_expect_length && !a->placed && r->has_length &&
+		    r->content_length != q->expect_length) {
+			a->sink_err = -EMSGSIZE;
+			return 0;
+		}
 		if (q->check_range && !a->placed) {
 			if (status == 200 && q->range_start > 0) {
 				a->unranged = 1;
@@ -456,10 +461,11 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &a);
 		if (strcmp(req->method, "HEAD") == 0) {
 			curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-		} else if (strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0) {
+		} else if (strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0 ||
+			   (req->body && strcmp(req->method, "DELETE") == 0)) {
 			curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-			if (req->method[1] == 'O')
-				curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+			if (strcmp(req->method, "PUT") != 0)
+				curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
 			curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
 			curl_easy_setopt(c, CURLOPT_READDATA, &a);
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_len);
@@ -484,7 +490,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 			/* a range answered from another offset is as bad as a cut body */
 			int misplaced = req->check_range && resp->status == 206 &&
 					(!resp->has_range || resp->range_start != req->range_start);
-			if (!transient_status(resp->status) && !truncated && !misplaced) {
+			int final = req->final_status && resp->status == req->final_status;
+			if ((final || !transient_status(resp->status)) && !truncated && !misplaced) {
 				ret = 0;
 				store_state(h, 0, NULL, 0);
 				goto out;

@@ -49,6 +49,11 @@ struct http_request {
 					 * milliseconds, or NULL (Retry-After is read anyway) */
 	int must_try;			/* a write: tried with its whole deadline even
 					 * while the store counts as down */
+	long final_status;		/* an error status this request does not retry
+					 * (a server's 500 that means "missing"), or 0 */
+	int has_expect_length;		/* a success must have a Content-Length of */
+	uint64_t expect_length;		/* expect_length, or it fails with -EMSGSIZE
+					 * before any byte */
 	char *errbuf;			/* if set: why the last attempt failed */
 	size_t errlen;
 };

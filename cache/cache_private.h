@@ -28,6 +28,7 @@ struct cache_blob {
 	char *key;
 	char etag[BLOB_ETAG_MAX];
 	uint64_t size;
+	unsigned flags; /* of the store's reads of it: BLOB_PINNED_READS, BLOB_WHOLE_READS */
 	char hex[CACHE_HEX_LEN + 1]; /* SHA-256 of store id, key, etag and chunk size */
 };
 
@@ -280,10 +281,10 @@ struct cache_chunk *cache_chunk_find(struct cache *c, const char *hex, uint64_t 
 struct cache_chunk *cache_chunk_get(struct cache *c, const char *hex, uint64_t index);
 void cache_chunk_put(struct cache *c, struct cache_chunk *ch);
 uint64_t cache_chunk_len(const struct cache *c, const struct cache_blob *b, uint64_t index);
-/* Whether the store's bytes may be used as they arrive (BLOB_PINNED_READS). */
-static inline int cache_pinned_reads(const struct cache *c)
+/* Whether the store's bytes of b may be used as they arrive (BLOB_PINNED_READS). */
+static inline int cache_pinned_reads(const struct cache_blob *b)
 {
-	return !!(c->store->ops->flags & BLOB_PINNED_READS);
+	return !!(b->flags & BLOB_PINNED_READS);
 }
 int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t end);
 int cache_chunk_span(struct cache *c, struct cache_blob *b, uint64_t index, uint64_t coff,
@@ -346,6 +347,10 @@ void cache_mem_trim_idle(struct cache *c);
  * one ref each, which the fetch hands back) with one ranged read into memory buffers,
  * readers served as bytes arrive; each whole chunk goes to the writer. 0 or -errno. */
 int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count);
+/* For a blob the store sends whole only (BLOB_WHOLE_READS): every chunk of it that is
+ * absent, fetched in one read from its first byte; chunk claimed is the caller's
+ * (FETCHING, with the fetch's ref), the others are claimed here. No lock held. */
+int cache_fetch_whole(struct cache *c, struct cache_blob *b, uint64_t claimed);
 void *cache_writer(void *arg);
 /* Stops the writer, writing what it was given first. */
 void cache_writer_stop(struct cache *c);

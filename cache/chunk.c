@@ -603,7 +603,8 @@ int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uin
 		ch->state = CHUNK_FETCHING;
 		ch->refs++; /* the fetch's */
 		pthread_mutex_unlock(&c->lock);
-		ret = cache_fetch_run(c, b, index, 1);
+		ret = b->flags & BLOB_WHOLE_READS ? cache_fetch_whole(c, b, index)
+						  : cache_fetch_run(c, b, index, 1);
 		pthread_mutex_lock(&c->lock);
 		if (ret < 0 && !in_mem(ch, end))
 			break;
@@ -750,7 +751,18 @@ void cache_chunk_prefetch(struct cache *c, struct cache_blob *b, uint64_t index,
 		if (ch->state == CHUNK_ABSENT && !ch->mem) {
 			/* the run of absent chunks from here, in one ranged read (a chunk a
 			 * read where the store's bytes are usable only at its end) */
-			unsigned n = 0, most = cache_pinned_reads(c) ? CACHE_RUN_MAX : 1;
+			if (b->flags & BLOB_WHOLE_READS) {
+				/* the whole blob in one read, from its first byte */
+				ch->state = CHUNK_FETCHING;
+				ch->refs++;
+				pthread_mutex_unlock(&c->lock);
+				int ret = cache_fetch_whole(c, b, i);
+				if (ret < 0)
+					LOG_DEBUG("prefetch of %s failed: %s", b->key, strerror(-ret));
+				pthread_mutex_lock(&c->lock);
+				break;
+			}
+			unsigned n = 0, most = cache_pinned_reads(b) ? CACHE_RUN_MAX : 1;
 			while (i + n < end && n < most) {
 				struct cache_chunk *k = n ? cache_chunk_get(c, b->hex, i + n) : ch;
 				if (!k || k->state != CHUNK_ABSENT || k->mem)

@@ -47,7 +47,7 @@ struct run {
 	unsigned count;
 	uint64_t pos;			/* bytes of this attempt's answer so far */
 	unsigned cur;			/* the chunk being filled (from index) */
-	struct cache_chunk *ch[CACHE_RUN_MAX];
+	struct cache_chunk **ch;	/* count claims; NULL: not this fetch's */
 	struct cache_mem *mem;		/* the buffer of chunk cur, once it has one */
 	uint64_t have;			/* its bytes so far */
 	uint32_t crc;			/* of those */
@@ -214,6 +214,8 @@ static int run_chunk_whole(struct run *r)
 	r->have = 0;
 	r->crc = 0;
 	r->cur++;
+	while (r->cur < r->count && !r->ch[r->cur])
+		r->cur++; /* not this fetch's: its bytes go by */
 	return 0;
 }
 
@@ -288,20 +290,21 @@ static int run_put(void *ctx, const void *data, size_t len)
 	return 0;
 }
 
-int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count)
+/* Fetches chunks index..index+count-1 of b, those of ch that are not NULL (claimed:
+ * FETCHING, one ref each, handed over), in one read. */
+static int fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count,
+		     struct cache_chunk **ch, int pinned)
 {
-	struct run r = { .c = c, .b = b, .index = index, .count = count,
-			 .pinned = !!(c->store->ops->flags & BLOB_PINNED_READS) };
+	struct run r = { .c = c, .b = b, .index = index, .count = count, .ch = ch,
+			 .pinned = pinned };
 	uint64_t off = index * c->chunk_size, len = 0;
 	ssize_t got;
 	int ret;
 
 	for (unsigned i = 0; i < count; i++)
 		len += cache_chunk_len(c, b, index + i);
-	pthread_mutex_lock(&c->lock);
-	for (unsigned i = 0; i < count; i++)
-		r.ch[i] = cache_chunk_find(c, b->hex, index + i);
-	pthread_mutex_unlock(&c->lock);
+	while (r.cur < count && !ch[r.cur])
+		r.cur++;
 	got = blob_read_to(c->store, b->key, b->etag, off, len, run_put, &r);
 	if (r.err)
 		got = r.err;
@@ -318,18 +321,72 @@ int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsig
 	c->stats.fetched_bytes += (uint64_t)(got > 0 ? got : 0);
 	/* the chunks not whole: absent again, their waiters told why */
 	for (unsigned i = r.cur; i < count; i++) {
-		struct cache_chunk *ch = r.ch[i];
+		struct cache_chunk *k = r.ch[i];
+		if (!k)
+			continue;
 		if (i == r.cur && r.mem) {
 			cache_mem_detach(c, r.mem);
 			cache_mem_done(c, r.mem);
 		}
-		ch->state = CHUNK_ABSENT;
-		ch->err = ret < 0 ? ret : -EIO;
-		ch->gen++;
-		ch->refs--;
-		cache_chunk_put(c, ch);
+		k->state = CHUNK_ABSENT;
+		k->err = ret < 0 ? ret : -EIO;
+		k->gen++;
+		k->refs--;
+		cache_chunk_put(c, k);
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int cache_fetch_run(struct cache *c, struct cache_blob *b, uint64_t index, unsigned count)
+{
+	struct cache_chunk *ch[CACHE_RUN_MAX];
+
+	pthread_mutex_lock(&c->lock);
+	for (unsigned i = 0; i < count; i++)
+		ch[i] = cache_chunk_find(c, b->hex, index + i);
+	pthread_mutex_unlock(&c->lock);
+	return fetch_run(c, b, index, count, ch, cache_pinned_reads(b));
+}
+
+int cache_fetch_whole(struct cache *c, struct cache_blob *b, uint64_t claimed)
+{
+	uint64_t n = (b->size + c->chunk_size - 1) / c->chunk_size;
+	struct cache_chunk **ch = calloc(n ? n : 1, sizeof(*ch));
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	for (uint64_t i = 0; i < n; i++) {
+		struct cache_chunk *k = i == claimed ? cache_chunk_find(c, b->hex, i)
+						     : ch ? cache_chunk_get(c, b->hex, i) : NULL;
+		if (i == claimed) {
+			if (ch)
+				ch[i] = k;
+			continue;
+		}
+		if (!k || k->state != CHUNK_ABSENT || k->mem)
+			continue; /* here, or another fetch's */
+		k->state = CHUNK_FETCHING;
+		k->refs++;
+		ch[i] = k;
+	}
+	if (!ch) {
+		/* no room for the claims: the caller's chunk goes back */
+		struct cache_chunk *k = cache_chunk_find(c, b->hex, claimed);
+		k->state = CHUNK_ABSENT;
+		k->err = -ENOMEM;
+		k->gen++;
+		k->refs--;
+		cache_chunk_put(c, k);
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* the store's bytes are of the version asked for from the first on (a whole
+	 * file is one answer), so readers are served as they arrive */
+	ret = fetch_run(c, b, 0, (unsigned)n, ch, 1);
+	free(ch);
 	return ret;
 }

@@ -105,6 +105,7 @@ int cache_file_open(struct cache *c, const char *key, const char *etag, uint64_t
 	const size_t lens[] = { strlen(c->store->id), strlen(key), strlen(etag), strlen(cs) };
 	cache_sha256_hex(parts, lens, 4, b->hex);
 	b->size = size;
+	b->flags = blob_read_flags(c->store, key, etag);
 	b->refs = 1;
 	f->cache = c;
 	f->blob = b;

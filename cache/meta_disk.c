@@ -204,7 +204,7 @@ int cache_listing_load(struct cache *c, const char *name, struct blob_list *l, i
 		struct blob_entry e = { 0 };
 		char *x;
 		e.name = f[0];
-		e.is_dir = f[1][0] == '1';
+		e.is_dir = f[1][0] == '1' ? 1 : f[1][0] == '2' ? BLOB_ENTRY_LINK : 0;
 		errno = 0;
 		e.size = strtoull(f[2], &x, 10);
 		if (*x)

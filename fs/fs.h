@@ -5,6 +5,7 @@
  *   /models/<name>/<version>/...   the frozen file set of a registered version
  *   /models/<name>/latest          symlink to the highest version
  *   /models/<name>/<alias>         symlink to the alias's version
+ *   /runs/<experiment>/<run name>  symlink to the run's id (a store with links: MLflow)
  *
  * The tree is computed from the cache's listings and records on every lookup; it
  * keeps only parsed registry records and each model's alias table (refreshed after
@@ -39,7 +40,7 @@ struct fs_node {
 	char key[PATH_MAX];		/* files: the store key */
 	char etag[BLOB_ETAG_MAX];	/* files: the version served */
 	char sha256[65];		/* registered files: "" when unknown */
-	char target[32];		/* links: the version it points at */
+	char target[80];		/* links: the version (or run) it points at */
 };
 
 struct fs_model;

@@ -550,8 +550,8 @@ static int highest_version(struct blob_store *s, const char *name, int *out)
 	return ret;
 }
 
-int reg_register(struct blob_store *s, const struct reg_request *req, int *version,
-		 char *err, size_t errlen)
+static int records_register(struct blob_store *s, const struct reg_request *req, int *version,
+			    char *err, size_t errlen)
 {
 	struct src_files sf = { 0 };
 	char (*sha)[65] = NULL;
@@ -681,8 +681,8 @@ out:
 	return ret;
 }
 
-int reg_alias_set(struct blob_store *s, const char *name, const char *alias, int version,
-		  char *err, size_t errlen)
+static int records_alias_set(struct blob_store *s, const char *name, const char *alias,
+			     int version, char *err, size_t errlen)
 {
 	char key[PATH_MAX], etag[BLOB_ETAG_MAX];
 	struct blob_stat st;
@@ -743,4 +743,42 @@ int reg_alias_set(struct blob_store *s, const char *name, const char *alias, int
 	if (ret < 0)
 		snprintf(err, errlen, "cannot write %s: %s", key, strerror(-ret));
 	return ret;
+}
+
+/* ---- the two registries ---- */
+
+static int mlflow_register(struct blob_store *s, const struct reg_request *req, int *version,
+			   char *err, size_t errlen)
+{
+	return blob_mlflow_register(s, req->name, req->source, req->description, req->tags,
+				    req->ntags, version, err, errlen);
+}
+
+static const struct reg_provider records_provider = {
+	.name = "records",
+	.register_version = records_register,
+	.alias_set = records_alias_set,
+};
+
+static const struct reg_provider mlflow_provider = {
+	.name = "mlflow",
+	.register_version = mlflow_register,
+	.alias_set = blob_mlflow_alias,
+};
+
+const struct reg_provider *reg_provider_of(const struct blob_store *s)
+{
+	return blob_is_mlflow(s) ? &mlflow_provider : &records_provider;
+}
+
+int reg_register(struct blob_store *s, const struct reg_request *req, int *version,
+		 char *err, size_t errlen)
+{
+	return reg_provider_of(s)->register_version(s, req, version, err, errlen);
+}
+
+int reg_alias_set(struct blob_store *s, const char *name, const char *alias, int version,
+		  char *err, size_t errlen)
+{
+	return reg_provider_of(s)->alias_set(s, name, alias, version, err, errlen);
 }

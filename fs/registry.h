@@ -72,8 +72,24 @@ struct reg_request {
 	size_t ntags;
 };
 
+/*
+ * A store's registry: its own records (the layout above, kept in the store), or, for
+ * an MLflow tracking server, MLflow's registry. Both are read the same way (the
+ * MLflow backend shows its registry in the records' layout); registering and
+ * setting aliases go to the provider.
+ */
+struct reg_provider {
+	const char *name;
+	int (*register_version)(struct blob_store *s, const struct reg_request *req,
+				int *version, char *err, size_t errlen);
+	int (*alias_set)(struct blob_store *s, const char *name, const char *alias,
+			 int version, char *err, size_t errlen);
+};
+const struct reg_provider *reg_provider_of(const struct blob_store *s);
+
 /* Registers a new version (conditional create, so concurrent callers never share a
- * number). On failure returns -errno with one line in err. */
+ * number; MLflow numbers versions itself). On failure returns -errno with one line
+ * in err. */
 int reg_register(struct blob_store *s, const struct reg_request *req, int *version,
 		 char *err, size_t errlen);
 /* Sets (version > 0) or deletes (version == 0) an alias, with replace-if-unchanged so

@@ -456,6 +456,13 @@ static void node_link(struct fs *fs, struct fs_node *n, int version)
 static void node_blob(struct fs_node *n, const char *prefix, const struct blob_entry *e)
 {
 	memset(n, 0, sizeof(*n));
+	if (e->is_dir == BLOB_ENTRY_LINK) {
+		n->kind = FS_LINK;
+		n->mtime = e->mtime;
+		snprintf(n->target, sizeof(n->target), "%.79s", e->etag);
+		n->size = strlen(n->target);
+		return;
+	}
 	n->kind = e->is_dir ? FS_DIR : FS_FILE;
 	n->size = e->size;
 	n->mtime = e->mtime;
@@ -551,8 +558,10 @@ static int resolve_runs(struct fs *fs, char **segs, int n, struct fs_node *out)
 		e = cache_listing_find(cl, segs[i]);
 		if (!e) {
 			ret = -ENOENT;
-		} else if (!e->is_dir && i + 1 < n) {
-			ret = -ENOTDIR;
+		} else if (e->is_dir != 1 && i + 1 < n) {
+			ret = -ENOTDIR; /* a file, or a link (the kernel follows those) */
+		} else if (e->is_dir == BLOB_ENTRY_LINK) {
+			node_blob(out, prefix, e);
 		} else {
 			node_blob(out, prefix, e);
 			out->mtime = e->is_dir ? fs->started : e->mtime;
