@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* Answers of the API kept whole (a page of 1000 runs with their data is large). */
 #define ML_BODY_MAX (64u << 20)
@@ -167,6 +168,9 @@ static int ml_errno_q(struct blob_mlflow *s, const struct http_response *resp,
 	return -EIO;
 }
 
+/* Set while a thread may only use what it already knows (no request goes out). */
+static _Thread_local int known_only;
+
 static int call(struct blob_mlflow *s, const char *method, const char *path_query,
 		const char *body, char **out, size_t *len, int quiet)
 {
@@ -178,6 +182,8 @@ static int call(struct blob_mlflow *s, const char *method, const char *path_quer
 
 	*out = NULL;
 	*len = 0;
+	if (known_only)
+		return -EAGAIN;
 	if (asprintf(&url, "%s%s", s->api, path_query) < 0)
 		return -ENOMEM;
 	hq.method = method;
@@ -555,7 +561,7 @@ static int route(struct blob_mlflow *s, const char *key, struct route *r)
 		}
 		ret = ml_loc_parse(run.artifact_uri, &r->loc);
 		if (ret == -EINVAL)
-			ret = ml_warn_other(run.artifact_uri);
+			ret = ml_warn_other(s, run.artifact_uri);
 		snprintf(r->tag, sizeof(r->tag), "r%" PRId64, run.end_ms);
 		ms_to_ts(run.end_ms ? run.end_ms : run.start_ms, &r->mtime);
 		ml_run_release(&run);
@@ -647,9 +653,11 @@ static int stat_listed(struct blob_mlflow *s, const char *key, struct blob_stat 
 /* A made text (a record) from the memo, else made now and kept there. */
 static int text_of(struct blob_mlflow *s, const char *key, char **text)
 {
+	time_t now = time(NULL);
 	pthread_mutex_lock(&s->lock);
 	for (unsigned i = 0; i < ML_MEMO_MAX; i++)
-		if (s->memo[i].key && strcmp(s->memo[i].key, key) == 0) {
+		if (s->memo[i].key && strcmp(s->memo[i].key, key) == 0 &&
+		    now - s->memo[i].made <= ML_MEMO_S) {
 			*text = strdup(s->memo[i].text);
 			pthread_mutex_unlock(&s->lock);
 			return *text ? 0 : -ENOMEM;
@@ -665,6 +673,7 @@ static int text_of(struct blob_mlflow *s, const char *key, char **text)
 	free(s->memo[i].text);
 	s->memo[i].key = k && t ? k : NULL;
 	s->memo[i].text = k && t ? t : NULL;
+	s->memo[i].made = now;
 	pthread_mutex_unlock(&s->lock);
 	if (!k || !t) {
 		free(k);
@@ -774,7 +783,7 @@ static ssize_t ml_read_to(struct blob_store *bs, const char *key, const char *et
 	} else if (r.loc.kind == ML_LOC_PROXIED) {
 		ret = ml_proxied_read(s, key, full, etag, off, len, sink, ctx);
 	} else {
-		ret = ml_warn_other(key);
+		ret = ml_warn_other(s, r.loc.root ? r.loc.root : key);
 	}
 	free(full);
 	ml_loc_release(&r.loc);
@@ -789,7 +798,12 @@ static unsigned ml_read_flags(struct blob_store *bs, const char *key, const char
 
 	if (ml_proxied_size(etag) >= 0)
 		return BLOB_PINNED_READS | BLOB_WHOLE_READS;
-	if (route(s, key, &r) < 0)
+	/* from what is known only: an open never waits on the server for this; not
+	 * known, the reads are taken as not pinned (correct for every store) */
+	known_only = 1;
+	int ret = route(s, key, &r);
+	known_only = 0;
+	if (ret < 0)
 		return 0;
 	if (r.kind == R_ART && r.loc.kind == ML_LOC_DIRECT) {
 		struct blob_store *st;

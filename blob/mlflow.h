@@ -92,7 +92,7 @@ enum ml_loc_kind {
 struct ml_loc {
 	enum ml_loc_kind kind;
 	char *root;		/* DIRECT: the store URL to open (one per container,
-				 * bucket or "file:///") */
+				 * bucket or "file:///"); OTHER: the URI */
 	char *prefix;		/* DIRECT: key prefix ("" or ending in '/');
 				 * PROXIED: path below the server's artifact root
 				 * ("" or ending in '/'); RUN: path in the run */

@@ -80,11 +80,16 @@ int64_t ml_proxied_size(const char *etag)
 	return strtoll(dash + 1, NULL, 10);
 }
 
-int ml_warn_other(const char *where)
+int ml_warn_other(struct blob_mlflow *s, const char *where)
 {
-	LOG_ERROR("artifacts at '%.*s' are in a store this mount cannot read (it reads "
-		  "file, wasbs, https Azure, s3 and mlflow-artifacts locations)",
-		  (int)strcspn(where, "?#"), where);
+	pthread_mutex_lock(&s->lock);
+	int first = !s->warned_other;
+	s->warned_other = 1;
+	pthread_mutex_unlock(&s->lock);
+	if (first)
+		LOG_ERROR("artifacts at '%.*s' are in a store this mount cannot read (it reads "
+			  "file, wasbs, https Azure, s3 and mlflow-artifacts locations); their "
+			  "reads fail with EIO", (int)strcspn(where, "?#"), where);
 	return -EIO;
 }
 
@@ -107,7 +112,7 @@ int ml_loc_list(struct blob_mlflow *s, const struct ml_loc *loc, const char *rel
 	int ret;
 
 	if (loc->kind == ML_LOC_OTHER || loc->kind == ML_LOC_RUN)
-		return ml_warn_other("?");
+		return ml_warn_other(s, loc->root ? loc->root : "?");
 	if (asprintf(&full, "%s%s", loc->prefix, rel) < 0)
 		return -ENOMEM;
 	if (loc->kind == ML_LOC_DIRECT) {

@@ -460,6 +460,14 @@ static long segs_len(const char *path, int n)
 	return (long)(p - path);
 }
 
+/* A location this mount cannot read: named by its URI. */
+static int other(const char *uri, struct ml_loc *out)
+{
+	out->kind = ML_LOC_OTHER;
+	out->root = strdup(uri);
+	return out->root ? 0 : -ENOMEM;
+}
+
 int ml_loc_parse(const char *uri, struct ml_loc *out)
 {
 	const char *rest;
@@ -499,10 +507,8 @@ int ml_loc_parse(const char *uri, struct ml_loc *out)
 		long keep = -1;
 		size_t slen = strcspn(uri, ":");
 		const char *after = uri + slen + 3, *path;
-		if (strncmp(uri + slen, "://", 3) != 0) {
-			out->kind = ML_LOC_OTHER;
-			return 0;
-		}
+		if (strncmp(uri + slen, "://", 3) != 0)
+			return other(uri, out);
 		path = strchr(after, '/');
 		if (!path)
 			path = after + strlen(after);
@@ -525,8 +531,7 @@ int ml_loc_parse(const char *uri, struct ml_loc *out)
 			if (keep < 0)
 				return -EINVAL;
 		} else {
-			out->kind = ML_LOC_OTHER;
-			return 0;
+			return other(uri, out);
 		}
 		out->kind = ML_LOC_DIRECT;
 		out->root = malloc((size_t)(path - uri) + (size_t)keep + 2);

@@ -26,6 +26,7 @@
 #include "mlflow.h"
 
 #include <pthread.h>
+#include <time.h>
 
 struct ml_map;
 
@@ -34,7 +35,9 @@ struct ml_sub {
 	struct blob_store *store;
 };
 
+/* Texts made for a stat are kept this many seconds for the read that follows it. */
 #define ML_MEMO_MAX 32
+#define ML_MEMO_S 5
 
 struct blob_mlflow {
 	struct blob_store base;
@@ -53,7 +56,9 @@ struct blob_mlflow {
 	size_t nsubs;
 	struct {
 		char *key, *text;
+		time_t made;
 	} memo[ML_MEMO_MAX];		/* records made lately, until read */
+	int warned_other;		/* a location of another kind was logged */
 	unsigned memo_next;
 	int subs_stopped;
 };
@@ -108,8 +113,8 @@ ssize_t ml_proxied_read(struct blob_mlflow *s, const char *key, const char *path
 			const char *etag, uint64_t off, size_t len, blob_sink_fn sink, void *ctx);
 /* The size a proxied artifact's etag names, or -1 when etag is not one. */
 int64_t ml_proxied_size(const char *etag);
-/* Logs that artifacts at where are in a store this mount cannot read: -EIO. */
-int ml_warn_other(const char *where);
+/* Artifacts at where are in a store this mount cannot read: -EIO, logged once. */
+int ml_warn_other(struct blob_mlflow *s, const char *where);
 
 /* The registry part (mlflow_reg.c): listings and records under "registry/". */
 int ml_reg_list(struct blob_mlflow *s, const char *key, struct blob_list *out);

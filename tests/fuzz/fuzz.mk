@@ -16,7 +16,7 @@
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
-FUZZ_TARGETS := fuzz_listing fuzz_registry fuzz_url fuzz_names fuzz_s3
+FUZZ_TARGETS := fuzz_listing fuzz_registry fuzz_url fuzz_names fuzz_s3 fuzz_mlflow
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_LIB_SRC := $(BLOB_SRC) $(CACHE_SRC) $(FS_SRC)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)

@@ -360,6 +360,24 @@ def test_server_quirks_size_and_missing_files(proxied, make_mount, tmp_path):
     assert not os.path.exists(m / "runs/q/r/model/goes.bin")
 
 
+def test_transient_faults_are_retried(proxied, make_mount):
+    c = proxied.client()
+    exp = c.create_experiment("f")
+    rid, uri = c.create_run(exp, run_name="r")
+    data = os.urandom(12 * MiB + 7)
+    c.upload_artifact(uri, "ck.bin", data)
+    m = make_mount(MlflowStore(proxied))
+    px = proxied.proxy
+    px.fail_next(2, "status", path="/api/2.0/mlflow/experiments/search", status=503)
+    px.fail_next(1, "status", path="/api/2.0/mlflow/runs/search", status=429, retry_after=1)
+    assert sorted(os.listdir(m / "runs/f")) == sorted([rid, "r"])
+    # the download is cut half-way: it starts again, readers keep what they had
+    px.fail_next(1, "reset", path="/api/2.0/mlflow-artifacts/artifacts/", fraction=0.5)
+    assert read(m / "runs/f/r/ck.bin") == data
+    assert px.injected("reset") == 1 and px.injected("status") == 3
+    assert proxied.downloads() == 2
+
+
 @pytest.fixture
 def wasbs(azurite, tmp_path):
     """A server whose artifact root is an Azurite container named the way MLflow
