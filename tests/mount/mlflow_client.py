@@ -6,6 +6,7 @@ models, versions and aliases, sending the requests MLflow's own Python client se
   every other method sends a JSON body with `Content-Type: application/json` (the server
   reads no query string on POST or DELETE, so `DELETE registered-models/alias` carries
   `{"name", "alias"}` in its body).
+- Version numbers go out as strings: the server refuses a JSON number for `version`.
 - Artifacts of a run whose `artifact_uri` is `mlflow-artifacts:/<path>` are uploaded
   through the server's proxy, `PUT /api/2.0/mlflow-artifacts/artifacts/<path>/<relpath>`;
   a `file://` artifact URI is written straight to the local folder, as MLflow's client
@@ -16,6 +17,7 @@ import base64
 import json
 import mimetypes
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -124,19 +126,18 @@ class MlflowClient:
         return self._ok("POST", "experiments/create", body=body)["experiment_id"]
 
     def create_run(self, experiment_id, run_name=None, start_time=None):
-        """Start a run; return (run_id, artifact_uri)."""
-        body = {"experiment_id": str(experiment_id)}
+        """Start a run (at start_time, in ms, now by default, as MLflow's client does);
+        return (run_id, artifact_uri)."""
+        body = {"experiment_id": str(experiment_id),
+                "start_time": int(time.time() * 1000 if start_time is None else start_time)}
         if run_name:
             body["run_name"] = run_name
-        if start_time is not None:
-            body["start_time"] = int(start_time)
         info = self._ok("POST", "runs/create", body=body)["run"]["info"]
         return info["run_id"], info["artifact_uri"]
 
     def finish_run(self, run_id, status="FINISHED", end_time=None):
-        body = {"run_id": run_id, "run_uuid": run_id, "status": status}
-        if end_time is not None:
-            body["end_time"] = int(end_time)
+        body = {"run_id": run_id, "run_uuid": run_id, "status": status,
+                "end_time": int(time.time() * 1000 if end_time is None else end_time)}
         return self._ok("POST", "runs/update", body=body)["run_info"]
 
     def get_run(self, run_id):

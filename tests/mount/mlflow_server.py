@@ -1,10 +1,16 @@
 """An in-memory MLflow tracking server for the tests (Python stdlib only).
 
 It answers the REST calls of the mount and of mlflow_client.py as `mlflow server` 2.12.2
-with a SQL store does (mlflow_crosscheck.py compares the two): the same JSON shapes, absent
-empty fields, errors and statuses, paging and registry quirks (see paginate and Mlflow).
+with a SQL store does; mlflow_crosscheck.py compares the two. JSON is indented like MLflow's,
+int64 fields are numbers, `experiment_id` and `version` strings, empty fields are absent
+(`{}` for an empty search). Errors are {"error_code", "message"} with MLflow's statuses;
+unknown routes, wrong methods and other failures get Flask's HTML 404/405/500. GET reads the
+query string, POST wants Content-Type application/json, DELETE a JSON body. Paging: see
+paginate. Registry quirks: versions are READY at once, model-versions/search leaves out
+`aliases`, a deleted version's aliases stay (and answer 404), an unknown alias is a 400.
 Proxied mode (--artifacts-destination DIR; a temporary DIR by default): experiments get
-mlflow-artifacts:/<id> and /api/2.0/mlflow-artifacts/artifacts serves DIR. Direct mode
+mlflow-artifacts:/<id>, /api/2.0/mlflow-artifacts/artifacts serves DIR; its download ignores
+Range (200, chunked, whole file), a missing file is a JSON 500. Direct mode
 (--default-artifact-root URI): experiments get URI/<id>, the proxy routes answer 503, and
 artifacts/list reads file:// roots only (other schemes: HTML 500, as a real server without
 their client libraries). /get-artifact is not modelled. --page-max N caps every search
@@ -45,31 +51,31 @@ HTML = {404: ("404 Not Found", "The requested URL was not found on the server. I
               " an error in the application.")}
 AUTH_TEXT = ("You are not authenticated. Please see https://www.mlflow.org/docs/latest/auth/"
              "index.html#authenticating-to-mlflow on how to authenticate.")
-TEXT_EXTENSIONS = {"txt", "log", "err", "cfg", "conf", "cnf", "cf", "ini", "properties", "prop",
-                   "hocon", "toml", "yaml", "yml", "xml", "json", "js", "py", "py3", "csv",
-                   "tsv", "md", "rst", "MLmodel", "MLproject"}
-WORDS = (["able", "bold", "calm", "eager", "fancy", "gentle", "happy", "keen", "lucky"],
-         ["ant", "bee", "cat", "doe", "eel", "fox", "gnu", "hare", "owl", "yak"])
+TEXT_EXTENSIONS = set("txt log err cfg conf cnf cf ini properties prop hocon toml yaml yml xml"
+                      " json js py py3 csv tsv md rst MLmodel MLproject".split())
+WORDS = ("able bold calm eager fancy gentle happy keen".split(), "ant bee cat eel fox owl".split())
 SEE_DOCS = " See the API docs for more information about request parameters."
+PROXY = "/api/2.0/mlflow-artifacts/artifacts"
 
 
-class ApiError(Exception):
-    def __init__(self, message, code=INVALID):
-        super().__init__(message)
-        self.code, self.message = code, message
+class Reply(Exception):
+    """A whole answer other than a 200 JSON one, raised to end a request."""
 
-
-class Reply(Exception):  # a whole non-JSON answer, raised to end a request
     def __init__(self, status, body, ctype="text/html; charset=utf-8", headers=None):
         super().__init__(status)
         self.status, self.body, self.ctype, self.headers = status, body, ctype, headers or {}
 
 
+def ApiError(message, code=INVALID):  # noqa: N802 (raised like an exception class)
+    """MLflow's JSON error answer."""
+    return Reply(STATUS[code], json.dumps({"error_code": code, "message": message}).encode(),
+                 "application/json")
+
+
 def html_error(status, headers=None):
     title, text = HTML[status]
-    page = (f"<!doctype html>\n<html lang=en>\n<title>{title}</title>\n<h1>{title[4:]}</h1>\n"
-            f"<p>{text}</p>\n")
-    return Reply(status, page.encode(), headers=headers)
+    page = f"<!doctype html>\n<html lang=en>\n<title>{title}</title>\n<h1>{title[4:]}</h1>\n"
+    return Reply(status, f"{page}<p>{text}</p>\n".encode(), headers=headers)
 
 
 def now_ms():
@@ -121,12 +127,10 @@ def paginate(key, items, token, n, render, token_when_full=False):
     a maximum of 50000; runs/search 1000 and 50000; registered-models/search 100 and 1000
     (0: an empty page and an offset-0 token, itself refused); model-versions/search 200000
     and 200000."""
-    offset = parse_token(token)
-    page = items[offset:offset + max(n if token_when_full else n + 1, 0)]
-    more = len(page) == (n if token_when_full else n + 1)
-    page = page[:max(n, 0)]
-    out = {key: [render(x) for x in page]} if page else {}
-    if more:
+    offset, want = parse_token(token), n if token_when_full else n + 1
+    page = items[offset:offset + max(want, 0)]
+    out = {key: [render(x) for x in page[:max(n, 0)]]} if page[:max(n, 0)] else {}
+    if len(page) == want:
         out["next_page_token"] = base64.b64encode(b'{"offset": %d}' % (offset + n)).decode()
     return out
 
@@ -186,6 +190,9 @@ class Args:
         value = self.data.get(name) or []
         return value if isinstance(value, list) else [value]
 
+    def path(self):
+        return safe_path(self.str("path")) if self.get("path") is not None else None
+
 
 def validate_source(source, run_id, run_of):
     """MLflow's checks on a model version source: a local path must lie inside the
@@ -229,14 +236,7 @@ def list_local(base, rel):
 
 class Mlflow:
     """The server's state and its endpoints. An endpoint takes (Args, route tail) and
-    returns the JSON of a 200 answer (indented like MLflow's; int64 fields as numbers,
-    experiment_id and version as strings; empty fields absent, `{}` for an empty search),
-    or raises ApiError (a JSON {"error_code", "message"}) or Reply (Flask's HTML pages for
-    unknown routes, wrong methods and other failures). GET reads the query string, POST
-    wants Content-Type application/json, DELETE a JSON body. Registry quirks: versions are
-    READY at once, model-versions/search leaves out `aliases`, a deleted version's aliases
-    stay (and answer 404), an unknown alias is a 400. The proxied download ignores Range
-    (200, chunked, whole file); a missing file there is a JSON 500."""
+    returns the JSON of a 200 answer, or raises a Reply."""
 
     def __init__(self, destination, artifact_root, page_max):
         self.dest, self.page_max, self.lock = destination, page_max, threading.RLock()
@@ -279,11 +279,10 @@ class Mlflow:
     def experiments_search(self, a, _):
         n = a.int("max_results", 0)
         test = matcher(a.str("filter"), {"name": "name", "attributes.name": "name"})
-        if n < 1:
-            raise ApiError(f"Invalid value for max_results. It must be a positive integer, but"
-                           f" got {n}")
-        if n > 50000:
-            raise ApiError(f"Invalid value for max_results. It must be at most 50000, but got {n}")
+        if not 0 < n <= 50000:
+            raise ApiError("Invalid value for max_results. It must be "
+                           + (f"at most 50000, but got {n}" if n > 0
+                              else f"a positive integer, but got {n}"))
         items = sorted(filter(test, self.experiments.values()),
                        key=lambda e: (-e["creation_time"], int(e["experiment_id"])))
         return self.page("experiments", items, a, n)
@@ -293,10 +292,10 @@ class Mlflow:
 
     def experiments_get_by_name(self, a, _):
         name = a.str("experiment_name", True)
-        found = [e for e in self.experiments.values() if e["name"] == name]
-        if found:
-            return {"experiment": found[0]}
-        raise ApiError(f"Could not find experiment with name '{name}'", MISSING)
+        found = next((e for e in self.experiments.values() if e["name"] == name), None)
+        if found is None:
+            raise ApiError(f"Could not find experiment with name '{name}'", MISSING)
+        return {"experiment": found}
 
     def experiments_create(self, a, _):
         tags = [{"key": t.get("key"), "value": t.get("value")} for t in a.list("tags")]
@@ -311,6 +310,10 @@ class Mlflow:
             raise ApiError("(sqlite3.IntegrityError) FOREIGN KEY constraint failed", "BAD_REQUEST")
         location = self.experiment(eid)["artifact_location"]
         tagged = next((t["value"] for t in tags if t["key"] == "mlflow.runName"), None)
+        if name and tagged and name != tagged:
+            raise ApiError("Both 'run_name' argument and 'mlflow.runName' tag are specified, but"
+                           f" with different values (run_name='{name}', mlflow.runName="
+                           f"'{tagged}').")
         name = name or tagged or "-".join(map(random.choice, WORDS)) + f"-{random.randrange(1000)}"
         if not tagged:
             tags.append({"key": "mlflow.runName", "value": name})
@@ -339,14 +342,12 @@ class Mlflow:
         return self.page("runs", items, a, n, self.run_json, token_when_full=True)
 
     def artifacts_list(self, a, _):
-        path = safe_path(a.str("path")) if a.get("path") is not None else None
-        uri = self.run(a.run_id())["artifact_uri"]
+        path, uri = a.path(), self.run(a.run_id())["artifact_uri"]
         root = urllib.parse.urlparse(uri)
         if root.scheme == "mlflow-artifacts" and self.dest:  # named under the asked path
             files = list_local(os.path.join(self.dest, root.path.lstrip("/")), path)
             for f in files:
-                f["path"] = posixpath.join(path, posixpath.basename(f["path"])) if path \
-                    else posixpath.basename(f["path"])
+                f["path"] = posixpath.join(path or "", posixpath.basename(f["path"]))
         elif root.scheme in ("", "file"):
             files = list_local(urllib.parse.unquote(root.path), path)
         else:
@@ -354,22 +355,20 @@ class Mlflow:
         return dict({"root_uri": uri}, **({"files": files} if files else {}))
 
     def proxy_list(self, a, _):
-        path = safe_path(a.str("path")) if a.get("path") is not None else None
-        files = [dict(f, path=posixpath.basename(f["path"])) for f in list_local(self.dest, path)]
+        files = list_local(self.dest, a.path())
+        files = [dict(f, path=posixpath.basename(f["path"])) for f in files]
         return {"files": files} if files else {}
 
     def proxy_download(self, _, tail):
         path = safe_path(tail)
         full = os.path.join(self.dest, path)
         if not os.path.exists(full):
-            raise ApiError("The following failures occurred while downloading"
-                           f" one or more artifacts from {self.dest}:\n##### File {path} #####\n"
-                           f"[Errno 2] No such file or directory: '{full}'", "INTERNAL_ERROR")
+            raise ApiError("The following failures occurred while downloading one or more"
+                           f" artifacts from {self.dest}:\n##### File {path} #####\n[Errno 2] No"
+                           f" such file or directory: '{full}'", "INTERNAL_ERROR")
         if os.path.isdir(full):
             raise html_error(500)
-        with open(full, "rb") as f:
-            data = f.read()
-        raise Reply(200, data, mime_type(path), {
+        raise Reply(200, open(full, "rb"), mime_type(path), {  # streamed, then closed
             "Transfer-Encoding": "chunked", "X-Content-Type-Options": "nosniff",
             "Content-Disposition": f"attachment; filename={posixpath.basename(path)}"})
 
@@ -386,11 +385,9 @@ class Mlflow:
         return self.models[name]
 
     def version(self, name, version):
-        try:
-            number = int(version)
-        except ValueError:
+        if not re.fullmatch(r"\s*[-+]?\d+\s*", version):
             raise ApiError(f"Model version must be an integer, got '{version}'")
-        mv = self.models.get(name, {}).get("versions", {}).get(number)
+        mv = self.models.get(name, {}).get("versions", {}).get(int(version))
         if mv is None or mv["current_stage"] == DELETED:
             raise ApiError(f"Model Version (name={name}, version={version}) not found", MISSING)
         return mv
@@ -483,7 +480,7 @@ class Mlflow:
         test = matcher(a.str("filter"), {"name": "name", "run_id": "run_id",
                                          "source_path": "source"})
         if n < 1:
-            raise ApiError(f"Invalid value for max_results. It must be a positive integer, but"
+            raise ApiError("Invalid value for max_results. It must be a positive integer, but"
                            f" got {n}")
         items = sorted((mv for m in self.models.values() for mv in m["versions"].values()
                         if mv["current_stage"] != DELETED and test(mv)),
@@ -504,8 +501,7 @@ class Mlflow:
 
     def alias_set(self, a, _):
         name, alias, version = a.str("name", True), self.alias_name(a), a.str("version", True)
-        number = self.version(name, version)["version"]
-        self.models[name]["aliases"][alias] = number
+        self.models[name]["aliases"][alias] = self.version(name, version)["version"]
         return {}
 
     def alias_delete(self, a, _):
@@ -521,7 +517,6 @@ class Mlflow:
         return {"model_version": self.mv_json(self.version(name, str(number)))}
 
 
-PROXY = "/api/2.0/mlflow-artifacts/artifacts"
 ROUTES = {"/api/2.0/mlflow/" + path: dict(zip(methods.split(), names.split()))
           for path, methods, names in [
               ("experiments/search", "GET POST", "experiments_search experiments_search"),
@@ -544,94 +539,101 @@ ROUTES = {"/api/2.0/mlflow/" + path: dict(zip(methods.split(), names.split()))
 ROUTES[PROXY] = {"GET": "proxy_list"}
 
 
-def make_handler(app, auth):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class Handler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 answers that close the connection, as gunicorn's sync workers send them.
+    The server carries `app` (an Mlflow) and `auth` (the expected Authorization or None)."""
+    protocol_version = "HTTP/1.1"
 
-        def log_message(self, *args):
-            pass
+    def log_message(self, *args):
+        pass
 
-        def send(self, status, body, ctype, headers):
-            chunked = headers.get("Transfer-Encoding") == "chunked"
-            self.send_response(status)
-            self.send_header("Connection", "close")
-            self.send_header("Content-Type", ctype)
-            if not chunked:
-                self.send_header("Content-Length", str(len(body)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
+    def send(self, status, body, ctype, headers):
+        """Send an answer; a chunked one has an open file as its body."""
+        self.send_response(status)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", ctype)
+        if "Transfer-Encoding" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.close_connection = True
+        if "Transfer-Encoding" not in headers:
+            return self.wfile.write(body)
+        with body:
+            while chunk := body.read(1 << 20):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def route(self, path, method):
+        """(endpoint, route tail), or raise Flask's 404/405 or a 503 from a server that
+        does not serve artifacts."""
+        if path == "/health":
+            raise Reply(200, b"OK") if method == "GET" else \
+                html_error(405, {"Allow": "GET, HEAD, OPTIONS"})
+        tail, rule, methods = "", path, ROUTES.get(path)
+        if path.startswith(PROXY + "/") and len(path) > len(PROXY) + 1:
+            tail = urllib.parse.unquote(path[len(PROXY) + 1:])
+            rule = PROXY + "/<path:artifact_path>"
+            methods = {"GET": "proxy_download", "PUT": "proxy_upload"}
+        if methods is None:
+            raise html_error(404)
+        if method not in methods:
+            extra = {"HEAD", "OPTIONS"} if "GET" in methods else {"OPTIONS"}
+            raise html_error(405, {"Allow": ", ".join(sorted(set(methods) | extra))})
+        if path.startswith(PROXY) and not self.server.app.dest:
+            raise Reply(503, (f"Endpoint: {rule} disabled due to the mlflow server running with"
+                              " `--no-serve-artifacts`. To enable artifacts server functionality,"
+                              " run `mlflow server` with `--serve-artifacts`").encode())
+        return methods[method], tail
+
+    def args(self, method, query, body):
+        if method == "GET":
+            parsed = urllib.parse.parse_qs(query, keep_blank_values=True)
+            return Args({k.replace("[]", ""): v[0] if len(v) == 1 and not k.endswith("[]") else v
+                         for k, v in parsed.items()})
+        if method == "PUT":
+            return Args({"_body": body})
+        ctype = self.headers.get("Content-Type")
+        if method == "POST" and ctype is None:
+            raise ApiError("Bad Request. Content-Type header is missing.")
+        if method == "POST" and ctype.split(";")[0].strip() != "application/json":
+            raise ApiError("Bad Request. Content-Type must be one of ['application/json'].")
+        try:
+            data = json.loads(body) if body else {}
+            return Args(json.loads(data) if isinstance(data, str) else data)
+        except ValueError:
+            return Args({})
+
+    def handle_any(self):
+        try:
+            self.answer()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away
             self.close_connection = True
-            if chunked:
-                body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-            self.wfile.write(body)
 
-        def route(self, path, method):  # (endpoint, tail), or Flask's 404/405, or a 503
-            if path == "/health":
-                raise Reply(200, b"OK") if method == "GET" else \
-                    html_error(405, {"Allow": "GET, HEAD, OPTIONS"})
-            tail, rule, methods = "", path, ROUTES.get(path)
-            if path.startswith(PROXY + "/") and len(path) > len(PROXY) + 1:
-                tail = urllib.parse.unquote(path[len(PROXY) + 1:])
-                rule = PROXY + "/<path:artifact_path>"
-                methods = {"GET": "proxy_download", "PUT": "proxy_upload"}
-            if methods is None:
-                raise html_error(404)
-            if method not in methods:
-                extra = {"HEAD", "OPTIONS"} if "GET" in methods else {"OPTIONS"}
-                raise html_error(405, {"Allow": ", ".join(sorted(set(methods) | extra))})
-            if path.startswith(PROXY) and not app.dest:
-                raise Reply(503, (f"Endpoint: {rule} disabled due to the mlflow server running"
-                                  " with `--no-serve-artifacts`. To enable artifacts server"
-                                  " functionality, run `mlflow server` with `--serve-artifacts`"
-                                  ).encode())
-            return methods[method], tail
+    def answer(self):
+        parts = urllib.parse.urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        app, auth = self.server.app, self.server.auth
+        try:
+            if auth and self.headers.get("Authorization") != auth and \
+                    not parts.path.startswith(("/health", "/static", "/favicon.ico")):
+                raise Reply(401, AUTH_TEXT.encode(),
+                            headers={"WWW-Authenticate": 'Basic realm="mlflow"'})
+            name, tail = self.route(parts.path, self.command)
+            args = self.args(self.command, parts.query, body)
+            if args.list("order_by"):
+                raise ApiError("order_by is not supported by the test server")
+            with app.lock:
+                result = getattr(app, name)(args, tail)
+        except Reply as r:
+            return self.send(r.status, r.body, r.ctype, r.headers)
+        except Exception:  # an unexpected failure: Flask's 500 page
+            traceback.print_exc()
+            return self.send(500, html_error(500).body, "text/html; charset=utf-8", {})
+        self.send(200, json.dumps(result, indent=2).encode(), "application/json", {})
 
-        def args(self, method, query, body):
-            if method == "GET":
-                parsed = urllib.parse.parse_qs(query, keep_blank_values=True)
-                return Args({k.replace("[]", ""): v[0] if len(v) == 1 and not k.endswith("[]")
-                             else v for k, v in parsed.items()})
-            if method == "PUT":
-                return Args({"_body": body})
-            ctype = self.headers.get("Content-Type")
-            if method == "POST" and ctype is None:
-                raise ApiError("Bad Request. Content-Type header is missing.")
-            if method == "POST" and ctype.split(";")[0].strip() != "application/json":
-                raise ApiError("Bad Request. Content-Type must be one of ['application/json'].")
-            try:
-                data = json.loads(body) if body else {}
-                return Args(json.loads(data) if isinstance(data, str) else data)
-            except ValueError:
-                return Args({})
-
-        def handle_any(self):
-            parts = urllib.parse.urlsplit(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                if auth and self.headers.get("Authorization") != auth and \
-                        not parts.path.startswith(("/health", "/static", "/favicon.ico")):
-                    raise Reply(401, AUTH_TEXT.encode(),
-                                headers={"WWW-Authenticate": 'Basic realm="mlflow"'})
-                name, tail = self.route(parts.path, self.command)
-                args = self.args(self.command, parts.query, body)
-                if args.list("order_by"):
-                    raise ApiError("order_by is not supported by the test server")
-                with app.lock:
-                    result = getattr(app, name)(args, tail)
-                self.send(200, json.dumps(result, indent=2).encode(), "application/json", {})
-            except ApiError as e:
-                error = json.dumps({"error_code": e.code, "message": e.message}).encode()
-                self.send(STATUS.get(e.code, 500), error, "application/json", {})
-            except Reply as r:
-                self.send(r.status, r.body, r.ctype, r.headers)
-            except Exception:  # an unexpected failure: Flask's 500 page
-                traceback.print_exc()
-                self.send(500, html_error(500).body, "text/html; charset=utf-8", {})
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
-
-    return Handler
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 
 
 class MlflowTestServer:
@@ -641,15 +643,15 @@ class MlflowTestServer:
             artifacts_destination = tempfile.mkdtemp(prefix="mlflow-artifacts.")
         if artifacts_destination:
             os.makedirs(artifacts_destination, exist_ok=True)
-        self.app = Mlflow(artifacts_destination and os.path.abspath(artifacts_destination),
-                          default_artifact_root, page_max)
         kind, _, rest = (auth or "").partition(":")
         header = {"basic": "Basic " + base64.b64encode(rest.encode()).decode(),
                   "bearer": "Bearer " + rest}.get(kind)
         if auth and not header:
             raise ValueError(f"auth: expected basic:USER:PASS or bearer:TOKEN, not {auth!r}")
-        self.httpd = http.server.ThreadingHTTPServer((host, port), make_handler(self.app, header))
-        self.httpd.daemon_threads = True
+        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads, self.httpd.auth = True, header
+        self.httpd.app = Mlflow(artifacts_destination and os.path.abspath(artifacts_destination),
+                                default_artifact_root, page_max)
         self.url = "http://%s:%d" % (host, self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
