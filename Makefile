@@ -20,7 +20,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c blob/s3_proto.c blob/s3.c blob/s3_creds.c \
 	    blob/azure_auth.c blob/azure_xml.c blob/mlflow.c blob/mlflow_art.c \
-	    blob/mlflow_reg.c blob/mlflow_json.c
+	    blob/mlflow_reg.c blob/mlflow_json.c blob/proxy.c
 CACHE_SRC := cache/cache.c cache/chunk.c cache/file.c cache/meta.c cache/meta_disk.c \
 	     cache/crc32c.c cache/mem.c cache/fetch.c cache/known.c \
 	     cache/lease.c cache/hash.c cache/stage.c

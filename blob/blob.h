@@ -159,6 +159,8 @@ struct blob_store {
 struct blob_options {
 	unsigned timeout_s;	/* deadline of one operation, retries included; 0 = 60 */
 	int insecure;		/* do not verify TLS certificates (warns) */
+	const char *proxy;	/* a proxy list for reads pinned to a version (proxy.h),
+				 * or NULL; Azure stores take it */
 };
 
 /*

@@ -544,6 +544,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		}
 		LOG_DEBUG("%s %s: attempt %u failed: %s", req->method, req->what, attempt_no,
 			  last);
+		if (req->once)
+			break;
 		if (wait_ms == 0) {
 			unsigned shift = attempt_no < 6 ? attempt_no - 1 : 5;
 			unsigned cap = HTTP_BACKOFF_BASE_MS << shift;

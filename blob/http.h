@@ -49,6 +49,8 @@ struct http_request {
 					 * milliseconds, or NULL (Retry-After is read anyway) */
 	int must_try;			/* a write: tried with its whole deadline even
 					 * while the store counts as down */
+	int once;			/* one attempt, no retry (the caller has another
+					 * way: the next proxy) */
 	long final_status;		/* an error status this request does not retry
 					 * (a server's 500 that means "missing"), or 0 */
 	int has_expect_length;		/* a success must have a Content-Length of */

@@ -63,6 +63,8 @@ static const char usage[] =
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
 	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
 	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
+	"  --proxy LIST        read versions' bytes through caching proxies, CernVM-FS's\n"
+	"                      form: \"http://p1:3128|http://p2:3128;DIRECT\" (Azure)\n"
 	"  --writable          runs/ takes new and replaced files (staged in the cache\n"
 	"                      folder, uploaded on close and fsync); models/ stays read-only\n"
 	"  --xattrs            show user.artifactfs.{key,etag,sha256,store} on files (each\n"
@@ -175,6 +177,7 @@ struct mount_opts {
 	char *ttl;
 	char *chunk_size;
 	char *timeout;
+	char *proxy;
 	int insecure;
 	int xattrs;
 	int writable;
@@ -197,6 +200,8 @@ static const struct fuse_opt mount_spec[] = {
 	MOPT("ttl", ttl),
 	MOPT("chunk-size", chunk_size),
 	MOPT("timeout", timeout),
+	MOPT("proxy", proxy),
+	{ "proxy=%s", offsetof(struct mount_opts, proxy), 0 },
 	{ "--insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "--xattrs", offsetof(struct mount_opts, xattrs), 1 },
@@ -341,7 +346,7 @@ int fs_mount_main(int argc, char **argv)
 		fail("bad --ttl '%s' (expected seconds)", o.ttl);
 		goto out;
 	}
-	struct blob_options bo = { .timeout_s = 60, .insecure = o.insecure };
+	struct blob_options bo = { .timeout_s = 60, .insecure = o.insecure, .proxy = o.proxy };
 	if (o.timeout && (parse_uint(o.timeout, 86400, &bo.timeout_s) < 0 || !bo.timeout_s)) {
 		fail("bad --timeout '%s' (expected seconds)", o.timeout);
 		goto out;
@@ -364,6 +369,9 @@ int fs_mount_main(int argc, char **argv)
 		fail("%s", err);
 		goto out;
 	}
+	if (o.proxy && strcmp(store->ops->name, "azure") != 0 && !blob_is_mlflow(store))
+		LOG_WARN("--proxy is for Azure stores (and MLflow artifacts kept in Azure); this "
+			 "%s store is read directly", store->ops->name);
 	cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
 	if (cache_dir && cache_dir[0] != '/') {
 		/* the daemon works from "/": keep the folder the user meant */
@@ -476,6 +484,7 @@ out:
 	free(o.ttl);
 	free(o.chunk_size);
 	free(o.timeout);
+	free(o.proxy);
 	for (int i = 0; i < o.nstores && i < 3; i++)
 		free(o.stores[i]);
 	return ret;

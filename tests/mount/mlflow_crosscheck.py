@@ -305,7 +305,8 @@ def start_test_server(*args):
 
 def run_mode(mode, src, tmp, show):
     roots = {who: f"file://{tmp}/{mode}-{who}-root" for who in ("real", "test")}
-    extra = ["--artifact-root", roots["real"]] if mode == "direct" else []
+    extra = ["--dir", f"{tmp}/{mode}-real"]
+    extra += ["--artifact-root", roots["real"]] if mode == "direct" else []
     url, pid, folder = subprocess.run([START, *extra], env=dict(os.environ, MLFLOW_SRC=src),
                                       check=True, capture_output=True, text=True).stdout.split()
     dest = f"{tmp}/{mode}-test-dest"

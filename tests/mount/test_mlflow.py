@@ -83,8 +83,9 @@ def proxied(tmp_path):
 
 def fill(c):
     """Experiments (one whose name holds '/'), runs (two share a name), artifacts in
-    folders, registered models with versions, aliases, stages and one version that is
-    not READY. Returns what the tree must show."""
+    folders, registered models with versions, aliases and stages. Returns what the
+    tree must show. (MLflow's REST API cannot make a version that is not READY, so
+    hiding one is not tested here.)"""
     t = {"files": {}, "runs": {}}
     big = os.urandom(20 * MiB + 12345)  # several chunks, not chunk-aligned
     e1 = c.create_experiment("birds")
