@@ -267,6 +267,8 @@ static ssize_t through(struct blob_proxies *p, struct proxy_member *m,
 			snprintf(why, sizeof(why), "HTTP %ld", resp.status);
 		else if (ret == -ESTALE)
 			snprintf(why, sizeof(why), "an answer of another version");
+		for (size_t n = strlen(why); n > 0 && why[n - 1] == ' '; n--)
+			why[n - 1] = '\0';
 		set_aside(p, m, why[0] ? why : "no answer");
 		ret = -EAGAIN;
 	}
