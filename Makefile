@@ -59,7 +59,7 @@ unit: $(UNIT_BIN)
 check: all unit
 	ARTIFACTFS_BIN=$(abspath $(B)/artifactfs) scripts/run-tests
 
-CI_FUZZ_SECONDS ?= 60
+CI_FUZZ_SECONDS ?= 45
 test: test-deps
 ifeq ($(SANITIZE),)
 	$(MAKE) check

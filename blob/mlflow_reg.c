@@ -43,6 +43,27 @@ static char *query2(const char *path, const char *k1, const char *v1, const char
 	return out;
 }
 
+/* GET path?k1=v1[&k2=v2]: ml_call's answer, an INVALID_PARAMETER_VALUE (MLflow's
+ * answer for a name or version it does not have) as -ENOENT. */
+static int get2(struct blob_mlflow *s, const char *path, const char *k1, const char *v1,
+		const char *k2, const char *v2, char **body, size_t *len)
+{
+	char *pq = query2(path, k1, v1, k2, v2);
+	int ret;
+
+	*body = NULL;
+	if (!pq)
+		return -ENOMEM;
+	ret = ml_call(s, "GET", pq, NULL, body, len);
+	free(pq);
+	if (ret == -EINVAL) {
+		free(*body);
+		*body = NULL;
+		ret = -ENOENT;
+	}
+	return ret;
+}
+
 /* ---- models ---- */
 
 struct names_acc {
@@ -103,17 +124,11 @@ static int aliases_text(struct blob_mlflow *s, const char *name, const struct ve
 {
 	struct ml_alias *al = NULL;
 	size_t nal = 0;
-	char *pq = query2("/api/2.0/mlflow/registered-models/get", "name", name, NULL, NULL);
 	char *body = NULL;
 	size_t len;
-	int ret;
+	int ret = get2(s, "/api/2.0/mlflow/registered-models/get", "name", name, NULL, NULL,
+		       &body, &len);
 
-	if (!pq)
-		return -ENOMEM;
-	ret = ml_call(s, "GET", pq, NULL, &body, &len);
-	free(pq);
-	if (ret == -EINVAL)
-		ret = -ENOENT;
 	if (ret == 0)
 		ret = ml_parse_aliases(body, len, &al, &nal) == -EBADMSG ? -EIO : 0;
 	free(body);
@@ -205,15 +220,10 @@ int ml_version_loc(struct blob_mlflow *s, const char *name, int version, struct 
 	uri = ml_map_get(s->where, mk);
 	pthread_mutex_unlock(&s->lock);
 	if (!uri) {
-		char *pq = query2("/api/2.0/mlflow/model-versions/get-download-uri", "name", name,
-				  "version", vs), *body = NULL;
+		char *body = NULL;
 		size_t len;
-		if (!pq)
-			return -ENOMEM;
-		ret = ml_call(s, "GET", pq, NULL, &body, &len);
-		free(pq);
-		if (ret == -EINVAL)
-			ret = -ENOENT;
+		ret = get2(s, "/api/2.0/mlflow/model-versions/get-download-uri", "name", name,
+			   "version", vs, &body, &len);
 		if (ret == 0)
 			ret = ml_parse_download_uri(body, len, &uri) == -EBADMSG ? -EIO : 0;
 		free(body);
@@ -306,18 +316,13 @@ static int walk(struct walk *w, const char *rel, int depth)
 static int record_text(struct blob_mlflow *s, const char *name, int version, char **text)
 {
 	char vs[16], created[32];
-	char *pq, *body = NULL;
+	char *body = NULL;
 	size_t len;
 	int ret;
 
 	snprintf(vs, sizeof(vs), "%d", version);
-	pq = query2("/api/2.0/mlflow/model-versions/get", "name", name, "version", vs);
-	if (!pq)
-		return -ENOMEM;
-	ret = ml_call(s, "GET", pq, NULL, &body, &len);
-	free(pq);
-	if (ret == -EINVAL)
-		ret = -ENOENT;
+	ret = get2(s, "/api/2.0/mlflow/model-versions/get", "name", name, "version", vs, &body,
+		   &len);
 	if (ret < 0) {
 		free(body);
 		return ret;
@@ -416,13 +421,10 @@ static int wait_ready(struct blob_mlflow *s, const char *name, int version, char
 	snprintf(vs, sizeof(vs), "%d", version);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		char *pq = query2("/api/2.0/mlflow/model-versions/get", "name", name, "version", vs);
 		char *body = NULL;
 		size_t len;
-		if (!pq)
-			return -ENOMEM;
-		int ret = ml_call(s, "GET", pq, NULL, &body, &len);
-		free(pq);
+		int ret = get2(s, "/api/2.0/mlflow/model-versions/get", "name", name, "version",
+			       vs, &body, &len);
 		cJSON *root = ret == 0 ? cJSON_ParseWithLength(body, len) : NULL;
 		free(body);
 		const cJSON *mv = cJSON_GetObjectItemCaseSensitive(root, "model_version");
