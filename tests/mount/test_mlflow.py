@@ -423,3 +423,25 @@ def test_direct_reads_from_azure(wasbs, make_mount):
     with pytest.raises(OSError) as e:
         read(m / "models/azm/1/MLmodel")
     assert e.value.errno == errno.EIO
+
+
+def test_direct_reads_from_a_local_artifact_root(tmp_path, make_mount):
+    root = tmp_path / "mlruns"
+    root.mkdir()
+    s = MlflowServer(tmp_path / "mlflow", "--default-artifact-root", f"file://{root}")
+    try:
+        c = s.client()
+        exp = c.create_experiment("local")
+        rid, uri = c.create_run(exp, run_name="r")
+        assert uri.startswith("file:///")
+        data = os.urandom(3 * MiB + 5)
+        c.upload_artifact(uri, "model/weights.bin", data)
+        c.finish_run(rid)
+        c.create_registered_model("loc")
+        c.create_model_version("loc", f"{uri}/model", run_id=rid)
+        m = make_mount(MlflowStore(s))
+        assert read(m / "models/loc/1/weights.bin") == data
+        assert read(m / "runs/local/r/model/weights.bin") == data
+        assert s.downloads() == 0 and "read directly" in m.log()
+    finally:
+        s.stop()
