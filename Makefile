@@ -24,7 +24,8 @@ BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c blob/s3
 CACHE_SRC := cache/cache.c cache/chunk.c cache/file.c cache/meta.c cache/meta_disk.c \
 	     cache/crc32c.c cache/mem.c cache/fetch.c cache/known.c \
 	     cache/lease.c cache/hash.c cache/stage.c
-FS_SRC := fs/tree.c fs/front.c fs/ops.c fs/registry.c fs/reply.c fs/write.c fs/overlay.c
+FS_SRC := fs/tree.c fs/front.c fs/ops.c fs/registry.c fs/reply.c fs/write.c fs/overlay.c \
+	  fs/prefetch.c
 LIB_SRC := $(BLOB_SRC) $(CACHE_SRC) $(FS_SRC)
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/unit/*.h)

@@ -97,5 +97,7 @@ void fs_node_stat(const struct fs *fs, const struct fs_node *n, struct stat *st)
 int fs_main(int argc, char **argv);
 /* artifactfs mount STORE MOUNTPOINT [options]; argv[0] is "mount". */
 int fs_mount_main(int argc, char **argv);
+/* artifactfs prefetch PATH... [--jobs N]; argv[0] is "prefetch" (prefetch.c). */
+int fs_prefetch_main(int argc, char **argv);
 
 #endif

@@ -35,6 +35,8 @@ static const char usage[] =
 	"[--tag K=V]...\n"
 	"       artifactfs alias STORE NAME ALIAS VERSION\n"
 	"       artifactfs alias STORE NAME ALIAS --delete\n"
+	"       artifactfs prefetch PATH... [--jobs N]   cache every byte of files or folders\n"
+	"                                                of a mount (then they read offline)\n"
 	"       artifactfs --help | --version\n"
 	"\n"
 	"Mounts the training runs and registered models of a blob store as one read-through\n"
@@ -650,6 +652,8 @@ int fs_main(int argc, char **argv)
 		return cmd_register(argc - 1, argv + 1);
 	if (strcmp(argv[1], "alias") == 0)
 		return cmd_alias(argc - 1, argv + 1);
+	if (strcmp(argv[1], "prefetch") == 0)
+		return fs_prefetch_main(argc - 1, argv + 1);
 	if (strstr(argv[1], "://")) /* mount.fuse3 (fstab) calls: artifactfs STORE MNT -o ... */
 		return fs_mount_main(argc, argv);
 	return fail("unknown command '%s' (see artifactfs --help)", argv[1]);
