@@ -944,6 +944,7 @@ int blob_azure_open(const char *url, const struct blob_options *opt, struct blob
 	hc.connect_timeout_ms = 10000;
 	hc.stall_ms = 15000;
 	hc.insecure = opt->insecure;
+	hc.ca_file = blob_ca_file(opt, NULL, &hc.ca_source);
 	if (opt->insecure && strncmp(a->host, "https", 5) == 0)
 		LOG_WARN("TLS certificates of %s are not verified (--insecure)", a->host);
 	ret = http_create(&hc, &a->http);
@@ -952,8 +953,7 @@ int blob_azure_open(const char *url, const struct blob_options *opt, struct blob
 		goto fail;
 	}
 	if (opt->proxy && opt->proxy[0]) {
-		ret = blob_proxies_parse(opt->proxy, hc.deadline_ms / 1000, opt->insecure,
-					 &a->proxies, err, errlen);
+		ret = blob_proxies_parse(opt->proxy, opt, &a->proxies, err, errlen);
 		if (ret < 0)
 			goto fail;
 	}

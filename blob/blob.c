@@ -38,6 +38,31 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 	return -EINVAL;
 }
 
+const char *blob_ca_file(const struct blob_options *opt, const char *store_var,
+			 const char **source)
+{
+	const char *v;
+
+	*source = "the system's";
+	if (opt && opt->ca_file && opt->ca_file[0]) {
+		*source = "--ca-file";
+		return opt->ca_file;
+	}
+	if (store_var && (v = getenv(store_var)) && v[0]) {
+		*source = store_var;
+		return v;
+	}
+	if ((v = getenv("CURL_CA_BUNDLE")) && v[0]) {
+		*source = "CURL_CA_BUNDLE";
+		return v;
+	}
+	if ((v = getenv("SSL_CERT_FILE")) && v[0]) {
+		*source = "SSL_CERT_FILE";
+		return v;
+	}
+	return NULL;
+}
+
 int blob_check(struct blob_store *s, unsigned deadline_s, char *err, size_t errlen)
 {
 	struct blob_list l;

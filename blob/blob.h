@@ -161,7 +161,18 @@ struct blob_options {
 	int insecure;		/* do not verify TLS certificates (warns) */
 	const char *proxy;	/* a proxy list for reads pinned to a version (proxy.h),
 				 * or NULL; Azure stores take it */
+	const char *ca_file;	/* --ca-file: trusted CAs (PEM) for every store, or NULL
+				 * (see blob_ca_file) */
 };
+
+/*
+ * The CA bundle a store trusts, first found: --ca-file, the store's own variable
+ * (store_var: AWS_CA_BUNDLE, MLFLOW_TRACKING_SERVER_CERT_PATH; NULL for none),
+ * CURL_CA_BUNDLE, SSL_CERT_FILE (what curl and OpenSSL honour); NULL: the system's.
+ * *source names which, for messages (a static string). Cannot fail.
+ */
+const char *blob_ca_file(const struct blob_options *opt, const char *store_var,
+			 const char **source);
 
 /*
  * Opens the store named by url (file://, wasbs://, https://, http://). Credentials

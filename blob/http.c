@@ -528,6 +528,10 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		} else {
 			snprintf(last, sizeof(last), "%s%s", curl_easy_strerror(rc),
 				 a.overflow ? " (more bytes than asked for)" : "");
+			if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
+				snprintf(last + strlen(last), sizeof(last) - strlen(last),
+					 " (trusted CAs: %.80s)", h->cfg.ca_source ? h->cfg.ca_source
+						: "the system's");
 			if (!transient_curl(rc) && !a.overflow) {
 				if (!req->quiet)
 					LOG_WARN("%s %s: %s", req->method, req->what, last);

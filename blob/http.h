@@ -83,6 +83,8 @@ struct http_config {
 	int insecure;			/* do not verify TLS certificates */
 	const char *ca_file;		/* trusted CAs (PEM) instead of the system's, or
 					 * NULL; kept by the caller while the layer lives */
+	const char *ca_source;		/* where ca_file came from, for messages (kept
+					 * by the caller too), or NULL */
 };
 
 int http_create(const struct http_config *cfg, struct http **out);

@@ -979,8 +979,9 @@ int blob_mlflow_open(const char *url, const struct blob_options *opt, struct blo
 	const char *ins = getenv("MLFLOW_TRACKING_INSECURE_TLS");
 	int insecure = opt->insecure ||
 		       (ins && (strcasecmp(ins, "true") == 0 || strcmp(ins, "1") == 0));
-	const char *ca = getenv("MLFLOW_TRACKING_SERVER_CERT_PATH");
-	if (ca && *ca && !(s->ca_file = strdup(ca)))
+	const char *ca_source;
+	const char *ca = blob_ca_file(opt, "MLFLOW_TRACKING_SERVER_CERT_PATH", &ca_source);
+	if (ca && !(s->ca_file = strdup(ca)))
 		goto nomem;
 	struct http_config hc = { 0 };
 	hc.deadline_ms = (opt->timeout_s ? opt->timeout_s : 60) * 1000u;
@@ -988,6 +989,7 @@ int blob_mlflow_open(const char *url, const struct blob_options *opt, struct blo
 	hc.stall_ms = 15000;
 	hc.insecure = insecure;
 	hc.ca_file = s->ca_file;
+	hc.ca_source = ca_source;
 	if (http_create(&hc, &s->http) < 0)
 		goto nomem;
 	if (asprintf(&s->base.id, "mlflow+%s", s->api) < 0) {

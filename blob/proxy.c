@@ -56,7 +56,7 @@ static int member_parse(const char *s, size_t len, struct proxy_member *m, char 
 	return 0;
 }
 
-int blob_proxies_parse(const char *list, unsigned timeout_s, int insecure,
+int blob_proxies_parse(const char *list, const struct blob_options *opt,
 		       struct blob_proxies **out, char *err, size_t errlen)
 {
 	struct blob_proxies *p = calloc(1, sizeof(*p));
@@ -115,10 +115,11 @@ int blob_proxies_parse(const char *list, unsigned timeout_s, int insecure,
 		g = gend + 1;
 	}
 	struct http_config hc = { 0 };
-	hc.deadline_ms = (timeout_s ? timeout_s : 60) * 1000u;
+	hc.deadline_ms = (opt && opt->timeout_s ? opt->timeout_s : 60) * 1000u;
 	hc.connect_timeout_ms = 2000;
 	hc.stall_ms = 10000;
-	hc.insecure = insecure;
+	hc.insecure = opt && opt->insecure;
+	hc.ca_file = blob_ca_file(opt, NULL, &hc.ca_source);
 	if (http_create(&hc, &p->http) < 0)
 		goto nomem;
 	*out = p;

@@ -54,10 +54,11 @@ struct blob_proxies {
 	void *lock;			/* pthread_mutex_t */
 };
 
-/* Parses list (see above). -EINVAL with one line in err for a bad list (an empty
+/* Parses list (see above); opt (may be NULL) gives the deadline and TLS settings of
+ * the requests to the proxies. -EINVAL with one line in err for a bad list (an empty
  * group or member, a member that is not http(s)://HOST[:PORT] or DIRECT). No
  * network I/O. */
-int blob_proxies_parse(const char *list, unsigned timeout_s, int insecure,
+int blob_proxies_parse(const char *list, const struct blob_options *opt,
 		       struct blob_proxies **out, char *err, size_t errlen);
 void blob_proxies_free(struct blob_proxies *p);
 

@@ -970,8 +970,9 @@ int blob_s3_open(const char *url, const struct blob_options *opt, struct blob_st
 	s->imds = strdup(imds && *imds ? imds : S3_IMDS_DEFAULT);
 	if (s->imds && s->imds[0] && s->imds[strlen(s->imds) - 1] == '/')
 		s->imds[strlen(s->imds) - 1] = '\0';
-	const char *ca = getenv("AWS_CA_BUNDLE");
-	if (ca && *ca && !(s->ca_file = strdup(ca)))
+	const char *ca_source;
+	const char *ca = blob_ca_file(opt, "AWS_CA_BUNDLE", &ca_source);
+	if (ca && !(s->ca_file = strdup(ca)))
 		goto nomem;
 	if (!s->host || !s->base_url || !s->path_base || !s->imds)
 		goto nomem;
@@ -981,6 +982,7 @@ int blob_s3_open(const char *url, const struct blob_options *opt, struct blob_st
 	hc.stall_ms = 15000;
 	hc.insecure = opt->insecure;
 	hc.ca_file = s->ca_file;
+	hc.ca_source = ca_source;
 	if (http_create(&hc, &s->http) < 0)
 		goto nomem;
 	struct http_config ic = { .deadline_ms = 2000, .connect_timeout_ms = 1000,

@@ -65,6 +65,8 @@ static const char usage[] =
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
 	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
 	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
+	"  --ca-file FILE      trusted CAs (PEM) for the store (also for register and alias;\n"
+	"                      else the store's variable, CURL_CA_BUNDLE, SSL_CERT_FILE)\n"
 	"  --proxy LIST        read versions' bytes through caching proxies, CernVM-FS's\n"
 	"                      form: \"http://p1:3128|http://p2:3128;DIRECT\" (Azure)\n"
 	"  --writable          runs/ takes new and replaced files (staged in the cache\n"
@@ -180,6 +182,7 @@ struct mount_opts {
 	char *chunk_size;
 	char *timeout;
 	char *proxy;
+	char *ca_file;
 	int insecure;
 	int xattrs;
 	int writable;
@@ -204,6 +207,8 @@ static const struct fuse_opt mount_spec[] = {
 	MOPT("timeout", timeout),
 	MOPT("proxy", proxy),
 	{ "proxy=%s", offsetof(struct mount_opts, proxy), 0 },
+	MOPT("ca-file", ca_file),
+	{ "ca_file=%s", offsetof(struct mount_opts, ca_file), 0 },
 	{ "--insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "--xattrs", offsetof(struct mount_opts, xattrs), 1 },
@@ -348,7 +353,8 @@ int fs_mount_main(int argc, char **argv)
 		fail("bad --ttl '%s' (expected seconds)", o.ttl);
 		goto out;
 	}
-	struct blob_options bo = { .timeout_s = 60, .insecure = o.insecure, .proxy = o.proxy };
+	struct blob_options bo = { .timeout_s = 60, .insecure = o.insecure, .proxy = o.proxy,
+				   .ca_file = o.ca_file };
 	if (o.timeout && (parse_uint(o.timeout, 86400, &bo.timeout_s) < 0 || !bo.timeout_s)) {
 		fail("bad --timeout '%s' (expected seconds)", o.timeout);
 		goto out;
@@ -487,6 +493,7 @@ out:
 	free(o.chunk_size);
 	free(o.timeout);
 	free(o.proxy);
+	free(o.ca_file);
 	for (int i = 0; i < o.nstores && i < 3; i++)
 		free(o.stores[i]);
 	return ret;
@@ -509,13 +516,14 @@ static int cmd_register(int argc, char **argv)
 		goto out;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *val = NULL;
-		const char *opts[] = { "--alias", "--description", "--tag", "--timeout" };
+		const char *opts[] = { "--alias", "--description", "--tag", "--timeout",
+				       "--ca-file" };
 		int which = -1;
 		if (strcmp(a, "--insecure") == 0) {
 			bo.insecure = 1;
 			continue;
 		}
-		for (int k = 0; k < 4; k++) {
+		for (int k = 0; k < 5; k++) {
 			size_t l = strlen(opts[k]);
 			if (strcmp(a, opts[k]) == 0) {
 				if (i + 1 >= argc) {
@@ -539,6 +547,8 @@ static int cmd_register(int argc, char **argv)
 			desc = val;
 		} else if (which == 2) {
 			tags[ntags++] = val;
+		} else if (which == 4) {
+			bo.ca_file = val;
 		} else if (which == 3) {
 			if (parse_uint(val, 86400, &bo.timeout_s) < 0 || !bo.timeout_s) {
 				ret = fail("bad --timeout '%s' (expected seconds)", val);
@@ -604,6 +614,8 @@ static int cmd_alias(int argc, char **argv)
 			if (parse_uint(argv[++i], 86400, &bo.timeout_s) < 0 || !bo.timeout_s)
 				return fail("bad --timeout '%s' (expected seconds)", argv[i]);
 		}
+		else if (strcmp(argv[i], "--ca-file") == 0 && i + 1 < argc)
+			bo.ca_file = argv[++i];
 		else if (argv[i][0] == '-' && argv[i][1])
 			return fail("unknown option '%s' (see artifactfs --help)", argv[i]);
 		else if (npos < 4)

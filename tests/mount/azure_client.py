@@ -16,8 +16,9 @@ DEV_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
 
 
 class AzureClient:
-    def __init__(self, host, port, account=DEV_ACCOUNT, key=DEV_KEY):
+    def __init__(self, host, port, account=DEV_ACCOUNT, key=DEV_KEY, ssl_context=None):
         self.host, self.port, self.account, self.key = host, port, account, key
+        self.ssl_context = ssl_context  # set: HTTPS, trusting what it trusts
 
     def _request(self, method, path, query=None, body=b"", headers=None):
         headers = dict(headers or {})
@@ -40,7 +41,10 @@ class AzureClient:
         headers["Authorization"] = f"SharedKey {self.account}:{sig}"
         if body:
             headers["Content-Length"] = clen
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = (http.client.HTTPSConnection(self.host, self.port, timeout=30,
+                                            context=self.ssl_context)
+                if self.ssl_context else http.client.HTTPConnection(self.host, self.port,
+                                                                    timeout=30))
         try:
             conn.request(method, epath + (f"?{qs}" if qs else ""), body=body or None,
                          headers=headers)

@@ -10,7 +10,7 @@ static struct blob_proxies *parse(const char *list, int want)
 {
 	struct blob_proxies *p = NULL;
 	char err[256] = "";
-	int ret = blob_proxies_parse(list, 5, 0, &p, err, sizeof(err));
+	int ret = blob_proxies_parse(list, NULL, &p, err, sizeof(err));
 
 	CHECK_EQ(ret, want);
 	if (ret != want)
