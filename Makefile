@@ -4,10 +4,11 @@
 #                   mount suites, the same under ASan+UBSan, and each fuzz target
 #   make test SANITIZE=address,undefined   only the suites, under those sanitizers
 #   make demo       install, build, mount a sample store at ./mnt
+#   make install    PREFIX=/usr/local DESTDIR=: binary, mount helper, man page, examples
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 
 CC ?= cc
-PKGS := fuse3 libcurl openssl libcjson expat
+PKGS := fuse3 libcurl openssl libcjson expat libsystemd
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
 	  -pthread $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -33,7 +34,7 @@ HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/unit/*.h)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all test check unit demo clean deps test-deps
+.PHONY: all test check unit demo clean deps test-deps install
 all: $(B)/artifactfs
 
 $(B)/%.o: %.c $(HDRS)
@@ -75,6 +76,24 @@ endif
 demo: deps
 	$(MAKE) all
 	scripts/demo
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the mount(8) helper, the man
+# page, and the example units and proxy configuration
+PREFIX ?= /usr/local
+SBINDIR ?= /sbin
+DOCDIR = $(PREFIX)/share/doc/artifactfs
+install: all
+	install -D -m 0755 $(B)/artifactfs $(DESTDIR)$(PREFIX)/bin/artifactfs
+	install -d $(DESTDIR)$(SBINDIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|' deploy/mount.artifactfs > $(DESTDIR)$(SBINDIR)/mount.artifactfs
+	chmod 0755 $(DESTDIR)$(SBINDIR)/mount.artifactfs
+	install -D -m 0644 docs/artifactfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/artifactfs.1
+	install -d $(DESTDIR)$(DOCDIR)/examples/systemd $(DESTDIR)$(DOCDIR)/examples/kubernetes
+	sed 's|/usr/bin/artifactfs|$(PREFIX)/bin/artifactfs|' deploy/systemd/artifactfs@.service \
+		> $(DESTDIR)$(DOCDIR)/examples/systemd/artifactfs@.service
+	install -m 0644 deploy/systemd/mnt-artifacts.mount $(DESTDIR)$(DOCDIR)/examples/systemd/
+	install -m 0644 deploy/nginx-proxy.conf docs/fleet.md README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 deploy/kubernetes/*.yaml $(DESTDIR)$(DOCDIR)/examples/kubernetes/
 
 clean:
 	rm -rf $(B)

@@ -11,6 +11,7 @@
  */
 #define FUSE_USE_VERSION 312
 #include <fuse.h>
+#include <systemd/sd-daemon.h>
 
 #include "fs.h"
 #include "fs_private.h"
@@ -463,6 +464,9 @@ int fs_mount_main(int argc, char **argv)
 	}
 	LOG_INFO("serving %s on %s (cache %s, ttl %us)", cache_store(fs->cache)->id,
 		 o.stores[1], cache_dir, cc.ttl);
+	/* under systemd (Type=notify, -f): the mount is there and answers */
+	sd_notifyf(0, "READY=1\nSTATUS=serving %s on %s", cache_store(fs->cache)->id,
+		   o.stores[1]);
 	lc = fuse_loop_cfg_create();
 	if (!lc) {
 		ret = 1;
@@ -473,6 +477,7 @@ int fs_mount_main(int argc, char **argv)
 	fuse_loop_cfg_set_max_threads(lc, 64);
 	fuse_loop_cfg_set_idle_threads(lc, 16);
 	ret = fuse_loop_mt(fuse, lc) == 0 ? 0 : 1;
+	sd_notify(0, "STOPPING=1");
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out:
 	if (lc)
