@@ -8,7 +8,7 @@
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 
 CC ?= cc
-PKGS := fuse3 libcurl openssl libcjson expat libsystemd
+PKGS := fuse3 libcurl openssl libcjson expat libsystemd libmicrohttpd
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
 	  -pthread $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -26,7 +26,7 @@ CACHE_SRC := cache/cache.c cache/chunk.c cache/file.c cache/meta.c cache/meta_di
 	     cache/crc32c.c cache/mem.c cache/fetch.c cache/known.c \
 	     cache/lease.c cache/hash.c cache/stage.c
 FS_SRC := fs/tree.c fs/front.c fs/ops.c fs/registry.c fs/reply.c fs/write.c fs/overlay.c \
-	  fs/prefetch.c
+	  fs/prefetch.c fs/stats.c
 LIB_SRC := $(BLOB_SRC) $(CACHE_SRC) $(FS_SRC)
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/unit/*.h)

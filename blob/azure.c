@@ -759,6 +759,13 @@ static int az_down(struct blob_store *s)
 	return http_down(az_of(s)->http);
 }
 
+static void az_stats(struct blob_store *s, struct blob_stats *out)
+{
+	http_add_stats(az_of(s)->http, out);
+	if (az_of(s)->proxies)
+		http_add_stats(az_of(s)->proxies->http, out);
+}
+
 static void az_stop(struct blob_store *s)
 {
 	http_stop(az_of(s)->http);
@@ -778,6 +785,7 @@ static const struct blob_ops azure_ops = {
 	.check = az_check,
 	.down = az_down,
 	.stop = az_stop,
+	.stats = az_stats,
 	.put = az_put_whole,
 	.upload_begin = az_upload_begin,
 	.upload_part = az_upload_part,

@@ -65,6 +65,21 @@ struct blob_stat {
  */
 typedef int (*blob_sink_fn)(void *ctx, const void *data, size_t len);
 
+/* What a store's requests did since the mount started (stats, metrics). */
+#define BLOB_LAT_BUCKETS 12
+extern const double blob_lat_bounds_s[BLOB_LAT_BUCKETS]; /* upper bounds; the last +Inf */
+struct blob_stats {
+	int up;				/* the store answers (not counting as down) */
+	uint64_t operations;		/* requests the layers above asked for */
+	uint64_t attempts;		/* HTTP requests sent, retries included */
+	uint64_t retries;
+	uint64_t gave_up;		/* operations that failed after their retries */
+	uint64_t err_connect, err_timeout, err_network;	/* failed attempts, by kind */
+	uint64_t err_5xx, err_429, err_refused;		/* answers: 5xx, 429, 401/403 */
+	uint64_t lat[BLOB_LAT_BUCKETS];	/* operations by duration (not cumulative) */
+	double lat_sum_s;
+};
+
 /* blob_ops.flags: read_to's bytes are all of the version that etag names, from the
  * first one on (the store checks the version before it answers, as a conditional
  * request does), so they may be used as they arrive. Without it, a change of version
@@ -108,6 +123,8 @@ struct blob_ops {
 	/* Optional: whether the store counts as down (its last operation gave up), so
 	 * the layers above answer from their copies without asking. Cannot fail. */
 	int (*down)(struct blob_store *s);
+	/* Optional: adds what the store's requests did to out (remote stores). */
+	void (*stats)(struct blob_store *s, struct blob_stats *out);
 	/* Optional: makes every operation in flight, and every later one, fail with
 	 * -EIO at once: for the end of the mount, so no thread waits out a deadline on
 	 * a store that stalls. Cannot fail; irreversible. */
@@ -197,6 +214,15 @@ void blob_destroy(struct blob_store *s);
 static inline int blob_writable(const struct blob_store *s)
 {
 	return s->ops->put && s->ops->upload_begin && s->ops->remove && s->ops->move;
+}
+
+/* The store's request figures (zero for a store without requests). Cannot fail. */
+static inline void blob_get_stats(struct blob_store *s, struct blob_stats *out)
+{
+	*out = (struct blob_stats){ 0 };
+	if (s->ops->stats)
+		s->ops->stats(s, out);
+	out->up = !(s->ops->down ? s->ops->down(s) : 0);
 }
 
 static inline int blob_down(struct blob_store *s)

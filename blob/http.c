@@ -42,7 +42,46 @@ struct http {
 	int stopping;			/* atomic: http_stop was called (read on every
 					 * progress callback, so no lock) */
 	uint64_t last_probe;		/* protected by lock: ms, when down */
+	struct blob_stats st;		/* protected by lock */
 };
+
+const double blob_lat_bounds_s[BLOB_LAT_BUCKETS] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+						     0.5, 1, 2.5, 5, 10, 1e300 };
+
+/* Counts one operation that took ms. Under h->lock. */
+static void count_op(struct http *h, uint64_t ms, int gave_up)
+{
+	double s = (double)ms / 1000;
+	int b = 0;
+
+	while (b < BLOB_LAT_BUCKETS - 1 && s > blob_lat_bounds_s[b])
+		b++;
+	h->st.operations++;
+	h->st.lat[b]++;
+	h->st.lat_sum_s += s;
+	h->st.gave_up += gave_up != 0;
+}
+
+void http_add_stats(struct http *h, struct blob_stats *out)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->lock);
+	out->operations += h->st.operations;
+	out->attempts += h->st.attempts;
+	out->retries += h->st.retries;
+	out->gave_up += h->st.gave_up;
+	out->err_connect += h->st.err_connect;
+	out->err_timeout += h->st.err_timeout;
+	out->err_network += h->st.err_network;
+	out->err_5xx += h->st.err_5xx;
+	out->err_429 += h->st.err_429;
+	out->err_refused += h->st.err_refused;
+	for (int i = 0; i < BLOB_LAT_BUCKETS; i++)
+		out->lat[i] += h->st.lat[i];
+	out->lat_sum_s += h->st.lat_sum_s;
+	pthread_mutex_unlock(&h->lock);
+}
 
 static uint64_t now_ms(void);
 
@@ -405,6 +444,9 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	}
 	pthread_mutex_unlock(&h->lock);
 	if (skip) {
+		pthread_mutex_lock(&h->lock);
+		count_op(h, 0, 1);
+		pthread_mutex_unlock(&h->lock);
 		if (req->errbuf)
 			snprintf(req->errbuf, req->errlen, "the store is not answering");
 		return -EIO;
@@ -481,6 +523,24 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
 		CURLcode rc = curl_easy_perform(c);
 		curl_slist_free_all(headers);
+		long code = 0;
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+		pthread_mutex_lock(&h->lock);
+		h->st.attempts++;
+		h->st.retries += attempt_no > 1;
+		if (rc == CURLE_OK) {
+			h->st.err_5xx += code >= 500;
+			h->st.err_429 += code == 429;
+			h->st.err_refused += code == 401 || code == 403;
+		} else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
+			h->st.err_connect++;
+		} else if (rc == CURLE_OPERATION_TIMEDOUT) {
+			h->st.err_timeout++;
+		} else if (rc != CURLE_ABORTED_BY_CALLBACK && rc != CURLE_WRITE_ERROR) {
+			h->st.err_network++; /* resets, cut answers, TLS (not our own aborts) */
+		}
+		pthread_mutex_unlock(&h->lock);
 
 		unsigned wait_ms = 0;
 		if (rc == CURLE_OK) {
@@ -573,6 +633,9 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	store_state(h, 1, last, req->quiet);
 	ret = -EIO;
 out:
+	pthread_mutex_lock(&h->lock);
+	count_op(h, now_ms() - start, ret == -EIO);
+	pthread_mutex_unlock(&h->lock);
 	if (req->errbuf)
 		snprintf(req->errbuf, req->errlen, "%s", last);
 	if (c)

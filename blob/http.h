@@ -100,6 +100,9 @@ void http_destroy(struct http *h);
 int http_do(struct http *h, const struct http_request *req, struct http_response *resp);
 void http_response_release(struct http_response *resp);
 
+/* Adds the layer's request figures to out (h may be NULL). Cannot fail. */
+void http_add_stats(struct http *h, struct blob_stats *out);
+
 /* Whether the store counts as down: the last operation gave up (see http.c). */
 int http_down(struct http *h);
 /* Makes every operation in flight and every later one fail with -EIO at once. */

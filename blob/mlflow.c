@@ -859,6 +859,19 @@ static void ml_stop(struct blob_store *bs)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* The server's requests, and those to the stores its artifacts are in. */
+static void ml_stats(struct blob_store *bs, struct blob_stats *out)
+{
+	struct blob_mlflow *s = ml_of(bs);
+
+	http_add_stats(s->http, out);
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nsubs; i++)
+		if (s->subs[i].store->ops->stats)
+			s->subs[i].store->ops->stats(s->subs[i].store, out);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void ml_destroy(struct blob_store *bs)
 {
 	struct blob_mlflow *s = ml_of(bs);
@@ -898,6 +911,7 @@ static const struct blob_ops ml_ops = {
 	.check = ml_check,
 	.down = ml_down,
 	.stop = ml_stop,
+	.stats = ml_stats,
 };
 
 int blob_is_mlflow(const struct blob_store *s)

@@ -877,6 +877,11 @@ static int s3_down(struct blob_store *bs)
 	return http_down(s3_of(bs)->http);
 }
 
+static void s3_stats(struct blob_store *bs, struct blob_stats *out)
+{
+	http_add_stats(s3_of(bs)->http, out);
+}
+
 static void s3_stop(struct blob_store *bs)
 {
 	http_stop(s3_of(bs)->http);
@@ -895,6 +900,7 @@ static const struct blob_ops s3_ops = {
 	.check = s3_check,
 	.down = s3_down,
 	.stop = s3_stop,
+	.stats = s3_stats,
 	.put = s3_put,
 	.upload_begin = s3_upload_begin,
 	.upload_part = s3_upload_part,

@@ -395,5 +395,10 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 	pthread_mutex_lock(&c->lock);
 	*out = c->stats;
 	out->mem_bytes = (uint64_t)c->nmems * c->chunk_size;
+	out->served_bytes = __atomic_load_n(&c->stats.served_bytes, __ATOMIC_RELAXED);
+	out->uploads = __atomic_load_n(&c->stats.uploads, __ATOMIC_RELAXED);
+	out->upload_failures = __atomic_load_n(&c->stats.upload_failures, __ATOMIC_RELAXED);
+	out->uploaded_bytes = __atomic_load_n(&c->stats.uploaded_bytes, __ATOMIC_RELAXED);
+	out->max_bytes = c->max_bytes;
 	pthread_mutex_unlock(&c->lock);
 }

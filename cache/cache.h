@@ -224,6 +224,13 @@ struct cache_stats {
 	uint64_t checked;	/* chunk files read whole to check them */
 	uint64_t evicted;
 	uint64_t mem_bytes;	/* chunk buffers in memory (mem.c) */
+	uint64_t hits;		/* chunk reads the cache had (disk or memory) */
+	uint64_t misses;	/* chunk reads that waited for the store */
+	uint64_t served_bytes;	/* bytes read from files through the cache */
+	uint64_t max_bytes;	/* the bound on disk_bytes (--cache-size) */
+	uint64_t uploads;	/* staged files uploaded (writable mounts) */
+	uint64_t upload_failures;
+	uint64_t uploaded_bytes;
 };
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 

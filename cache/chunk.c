@@ -556,6 +556,10 @@ int cache_chunk_ready(struct cache *c, struct cache_blob *b, uint64_t index, uin
 		return -ENOMEM;
 	}
 	ch->refs++;
+	if (in_mem(ch, end) || ch->state == CHUNK_PRESENT)
+		c->stats.hits++;
+	else
+		c->stats.misses++;
 	for (;;) {
 		ret = 0;
 		if (in_mem(ch, end)) {

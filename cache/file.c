@@ -305,7 +305,8 @@ ssize_t cache_file_read(struct cache_file *f, void *buf, size_t len, uint64_t of
 	ret = file_read_raw(f, buf, len, off);
 	if (ret == 0)
 		ret = cache_hash_note(f, off, len);
-	(void)c;
+	if (ret == 0)
+		__atomic_fetch_add(&c->stats.served_bytes, (uint64_t)len, __ATOMIC_RELAXED);
 	return ret < 0 ? ret : (ssize_t)len;
 }
 
@@ -384,6 +385,7 @@ ssize_t cache_file_map(struct cache_file *f, uint64_t off, size_t len,
 	if (ret < 0)
 		return ret; /* the caller copies */
 	*nspans = n;
+	__atomic_fetch_add(&c->stats.served_bytes, (uint64_t)done, __ATOMIC_RELAXED);
 	return (ssize_t)done;
 }
 

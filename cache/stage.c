@@ -683,6 +683,10 @@ int cache_stage_upload(struct cache_stage *st, int excl, struct blob_stat *out)
 			after += st->parts[i].gen;
 		if (ret < 0 || after != before || st->size != size)
 			st->dirty = 1;
+		__atomic_fetch_add(ret == 0 ? &st->c->stats.uploads : &st->c->stats.upload_failures,
+				   1, __ATOMIC_RELAXED);
+		if (ret == 0)
+			__atomic_fetch_add(&st->c->stats.uploaded_bytes, size, __ATOMIC_RELAXED);
 	}
 	if (ret == 0 && out)
 		*out = st->st;

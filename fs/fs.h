@@ -99,5 +99,7 @@ int fs_main(int argc, char **argv);
 int fs_mount_main(int argc, char **argv);
 /* artifactfs prefetch PATH... [--jobs N]; argv[0] is "prefetch" (prefetch.c). */
 int fs_prefetch_main(int argc, char **argv);
+/* artifactfs stats MOUNTPOINT [--json]; argv[0] is "stats" (stats.c). */
+int fs_stats_main(int argc, char **argv);
 
 #endif

@@ -174,6 +174,17 @@ void fs_whandle_free(struct fs *fs, struct fs_link *l);
 /* Fills in what a writable mount's statfs says (free space: the cache's disk). */
 int fs_w_statfs(struct fs *fs, struct statvfs *st);
 
+/* stats.c: the mount's figures, as JSON (artifactfs stats) and in Prometheus's text
+ * format (/metrics); heap strings, NULL without memory. --metrics ADDR:PORT: parsed
+ * (-EINVAL with one line in err), and its HTTP server started (NULL when it cannot
+ * listen) and stopped. */
+struct sockaddr_storage;
+char *fs_stats_json(struct fs *fs);
+char *fs_stats_prometheus(struct fs *fs);
+int fs_metrics_parse(const char *addr, struct sockaddr_storage *out, char *err, size_t errlen);
+void *fs_metrics_start(struct fs *fs, const struct sockaddr_storage *addr);
+void fs_metrics_stop(void *d);
+
 /* Closes the files still open (ops.c): for the end of the mount. */
 void fs_release_all(struct fs *fs);
 

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +40,7 @@ static const char usage[] =
 	"       artifactfs alias STORE NAME ALIAS --delete\n"
 	"       artifactfs prefetch PATH... [--jobs N]   cache every byte of files or folders\n"
 	"                                                of a mount (then they read offline)\n"
+	"       artifactfs stats MOUNTPOINT [--json]     cache, store and upload figures\n"
 	"       artifactfs --help | --version\n"
 	"\n"
 	"Mounts the training runs and registered models of a blob store as one read-through\n"
@@ -66,6 +69,7 @@ static const char usage[] =
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
 	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
 	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
+	"  --metrics ADDR:PORT serve Prometheus metrics on http://ADDR:PORT/metrics\n"
 	"  --ca-file FILE      trusted CAs (PEM) for the store (also for register and alias;\n"
 	"                      else the store's variable, CURL_CA_BUNDLE, SSL_CERT_FILE)\n"
 	"  --proxy LIST        read versions' bytes through caching proxies, CernVM-FS's\n"
@@ -184,6 +188,7 @@ struct mount_opts {
 	char *timeout;
 	char *proxy;
 	char *ca_file;
+	char *metrics;
 	int insecure;
 	int xattrs;
 	int writable;
@@ -209,6 +214,8 @@ static const struct fuse_opt mount_spec[] = {
 	MOPT("proxy", proxy),
 	{ "proxy=%s", offsetof(struct mount_opts, proxy), 0 },
 	MOPT("ca-file", ca_file),
+	MOPT("metrics", metrics),
+	{ "metrics=%s", offsetof(struct mount_opts, metrics), 0 },
 	{ "ca_file=%s", offsetof(struct mount_opts, ca_file), 0 },
 	{ "--insecure", offsetof(struct mount_opts, insecure), 1 },
 	{ "insecure", offsetof(struct mount_opts, insecure), 1 },
@@ -330,6 +337,8 @@ int fs_mount_main(int argc, char **argv)
 	char err[512], *cache_dir = NULL;
 	struct stat st;
 	int ret = EXIT_USAGE, mounted = 0;
+	struct sockaddr_storage maddr;
+	void *metrics = NULL;
 
 	if (fuse_opt_parse(&args, &o, mount_spec, mount_opt_proc) < 0) {
 		if (!o.bad)
@@ -339,6 +348,25 @@ int fs_mount_main(int argc, char **argv)
 	if (o.nstores != 2) {
 		fail("mount needs STORE and MOUNTPOINT (see artifactfs --help)");
 		goto out;
+	}
+	if (o.metrics) {
+		if (fs_metrics_parse(o.metrics, &maddr, err, sizeof(err)) < 0) {
+			fail("%s", err);
+			goto out;
+		}
+		/* the server starts once the daemon runs: whether it can listen is told now */
+		int sk = socket(maddr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+		if (sk >= 0)
+			setsockopt(sk, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (sk < 0 || bind(sk, (struct sockaddr *)&maddr,
+				   maddr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							       : sizeof(struct sockaddr_in)) < 0) {
+			fail("cannot listen on --metrics %s: %s", o.metrics, strerror(errno));
+			if (sk >= 0)
+				close(sk);
+			goto out;
+		}
+		close(sk);
 	}
 	cc.max_bytes = CACHE_DEFAULT_SIZE;
 	cc.ttl = 60;
@@ -464,6 +492,13 @@ int fs_mount_main(int argc, char **argv)
 	}
 	LOG_INFO("serving %s on %s (cache %s, ttl %us)", cache_store(fs->cache)->id,
 		 o.stores[1], cache_dir, cc.ttl);
+	if (o.metrics) {
+		metrics = fs_metrics_start(fs, &maddr);
+		if (metrics)
+			LOG_INFO("metrics on http://%s/metrics", o.metrics);
+		else
+			LOG_ERROR("cannot serve metrics on %s: %s", o.metrics, strerror(errno));
+	}
 	/* under systemd (Type=notify, -f): the mount is there and answers */
 	sd_notifyf(0, "READY=1\nSTATUS=serving %s on %s", cache_store(fs->cache)->id,
 		   o.stores[1]);
@@ -482,6 +517,7 @@ int fs_mount_main(int argc, char **argv)
 out:
 	if (lc)
 		fuse_loop_cfg_destroy(lc);
+	fs_metrics_stop(metrics);
 	if (mounted)
 		fuse_unmount(fuse);
 	if (fuse)
@@ -499,6 +535,7 @@ out:
 	free(o.timeout);
 	free(o.proxy);
 	free(o.ca_file);
+	free(o.metrics);
 	for (int i = 0; i < o.nstores && i < 3; i++)
 		free(o.stores[i]);
 	return ret;
@@ -671,6 +708,8 @@ int fs_main(int argc, char **argv)
 		return cmd_alias(argc - 1, argv + 1);
 	if (strcmp(argv[1], "prefetch") == 0)
 		return fs_prefetch_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "stats") == 0)
+		return fs_stats_main(argc - 1, argv + 1);
 	if (strstr(argv[1], "://")) /* mount.fuse3 (fstab) calls: artifactfs STORE MNT -o ... */
 		return fs_mount_main(argc, argv);
 	return fail("unknown command '%s' (see artifactfs --help)", argv[1]);

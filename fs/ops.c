@@ -56,6 +56,22 @@ struct fs_handle {
 	char path[];		/* the mount path, for log lines */
 };
 
+/* The control file: the mount's figures as JSON (stats.c), made at each open. No
+ * listing shows it; `artifactfs stats MOUNTPOINT` reads it. */
+#define STATS_FILE "/.artifactfs-stats"
+#define STATS_LINK 3
+
+struct stats_handle {
+	struct fs_link link;
+	size_t len;
+	char *text;
+};
+
+static int is_stats(const struct fuse_file_info *fi)
+{
+	return ((const struct fs_link *)(uintptr_t)fi->fh)->dir == STATS_LINK;
+}
+
 static struct fs *fs_of(void)
 {
 	return fuse_get_context()->private_data;
@@ -93,6 +109,13 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	int ret;
 
 	(void)fi;
+	if (strcmp(path, STATS_FILE) == 0) {
+		memset(&n, 0, sizeof(n));
+		n.kind = FS_FILE;
+		n.mtime = fs->started;
+		fs_node_stat(fs, &n, st);
+		return 0;
+	}
 	ret = fs_resolve(fs, path, &n);
 	if (ret < 0)
 		return fs_errno(fs, ret, path);
@@ -221,6 +244,20 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 	int writer = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 
+	if (strcmp(path, STATS_FILE) == 0) {
+		if (writer)
+			return -EROFS;
+		struct stats_handle *sh = calloc(1, sizeof(*sh));
+		if (!sh || !(sh->text = fs_stats_json(fs))) {
+			free(sh);
+			return -ENOMEM;
+		}
+		sh->len = strlen(sh->text);
+		fi->direct_io = 1;
+		fi->fh = (uintptr_t)sh;
+		fs_link_add(fs, &sh->link, STATS_LINK);
+		return 0;
+	}
 	if (writer && !fs->wr)
 		return -EROFS;
 	ret = fs_resolve(fs, path, &n);
@@ -272,6 +309,13 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	(void)path;
 	if (off < 0)
 		return -EINVAL;
+	if (is_stats(fi)) {
+		struct stats_handle *sh = (struct stats_handle *)(uintptr_t)fi->fh;
+		size_t from = (uint64_t)off < sh->len ? (size_t)off : sh->len;
+		size_t take = sh->len - from < size ? sh->len - from : size;
+		memcpy(buf, sh->text + from, take);
+		return (int)take;
+	}
 	if (fs_is_whandle(fi))
 		return fs_w_read(fi, buf, size, off);
 	n = cache_file_read(h->cf, buf, size, (uint64_t)off);
@@ -305,7 +349,8 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	if (fs_is_whandle(fi))
 		return fs_w_read_buf(fi, bufp, size, off);
 	fs_sent_release(); /* this thread's previous reply is sent */
-	got = cache_file_map(h->cf, (uint64_t)off, size, sp, FS_SPANS_MAX, &n);
+	got = is_stats(fi) ? -EAGAIN
+			   : cache_file_map(h->cf, (uint64_t)off, size, sp, FS_SPANS_MAX, &n);
 	if (got == -EAGAIN) {
 		bv = malloc(sizeof(*bv));
 		char *mem = malloc(size ? size : 1);
@@ -362,9 +407,20 @@ static void handle_free(struct fs *fs, struct fs_handle *h)
 	free(h);
 }
 
+static void stats_free(struct fs *fs, struct stats_handle *sh)
+{
+	fs_link_del(fs, &sh->link);
+	free(sh->text);
+	free(sh);
+}
+
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
+	if (is_stats(fi)) {
+		stats_free(fs_of(), (struct stats_handle *)(uintptr_t)fi->fh);
+		return 0;
+	}
 	if (fs_is_whandle(fi))
 		return fs_w_release(fi);
 	handle_free(fs_of(), (struct fs_handle *)(uintptr_t)fi->fh);
@@ -376,7 +432,9 @@ void fs_release_all(struct fs *fs)
 	/* files whose release the kernel had not sent when the mount ended */
 	while (fs->opened) {
 		struct fs_link *l = fs->opened;
-		if (l->dir == 2)
+		if (l->dir == STATS_LINK)
+			stats_free(fs, (struct stats_handle *)l);
+		else if (l->dir == 2)
 			fs_whandle_free(fs, l);
 		else if (l->dir)
 			dir_free(fs, (struct dir_handle *)l);
