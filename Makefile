@@ -5,6 +5,7 @@
 #   make test SANITIZE=address,undefined   only the suites, under those sanitizers
 #   make demo       install, build, mount a sample store at ./mnt
 #   make install    PREFIX=/usr/local DESTDIR=: binary, mount helper, man page, examples
+#   make deb        a Debian package (apt install ./build/deb/artifactfs_*.deb)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 
 CC ?= cc
@@ -34,7 +35,7 @@ HDRS := $(wildcard blob/*.h cache/*.h fs/*.h tests/unit/*.h)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all test check unit demo clean deps test-deps install
+.PHONY: all test check unit demo clean deps test-deps install deb
 all: $(B)/artifactfs
 
 $(B)/%.o: %.c $(HDRS)
@@ -76,6 +77,21 @@ endif
 demo: deps
 	$(MAKE) all
 	scripts/demo
+
+# make deb: a Debian package built with Debian's tools (dpkg-buildpackage, debhelper)
+# from a copy of this tree, into build/deb/artifactfs_VERSION_ARCH.deb
+VERSION := $(shell sed -n 's/^\#define ARTIFACTFS_VERSION "\(.*\)"/\1/p' fs/main.c)
+deb:
+	rm -rf build/deb
+	mkdir -p build/deb/artifactfs-$(VERSION)
+	rsync -a --exclude=/build --exclude=/.git --exclude=/.tools --exclude=/demo-store \
+		--exclude=/mnt ./ build/deb/artifactfs-$(VERSION)/
+	cp -r deploy/debian build/deb/artifactfs-$(VERSION)/debian
+	sed 's/@VERSION@/$(VERSION)/' deploy/debian/changelog.in \
+		> build/deb/artifactfs-$(VERSION)/debian/changelog
+	rm build/deb/artifactfs-$(VERSION)/debian/changelog.in
+	cd build/deb/artifactfs-$(VERSION) && dpkg-buildpackage -us -uc -b
+	@ls build/deb/*.deb
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the mount(8) helper, the man
 # page, and the example units and proxy configuration

@@ -170,3 +170,36 @@ def test_man_page_covers_every_option():
         assert o in man, o
     for cmd in ("mount", "register", "alias", "prefetch"):
         assert f".B artifactfs {cmd}" in man.replace("\\", "")
+
+
+def test_the_debian_package_builds_installs_and_mounts(tmp_path):
+    subprocess.run(["make", "-s", "-C", str(ROOT), "deb"], check=True, capture_output=True,
+                   timeout=900)
+    debs = [p for p in (ROOT / "build/deb").glob("artifactfs_*.deb")]
+    assert len(debs) == 1, debs
+    if os.path.exists("/usr/bin/artifactfs") or os.path.exists(HELPER):
+        pytest.fail("an artifactfs is installed already: not this test's to replace")
+    p = subprocess.run(["apt-get", "install", "-y", "-qq", str(debs[0])], capture_output=True,
+                       text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    try:
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert subprocess.run(["/usr/bin/artifactfs", "--version"], capture_output=True,
+                              text=True).stdout.startswith("artifactfs ")
+        assert os.path.exists("/usr/share/man/man1/artifactfs.1.gz")
+        store = conftest.LocalStore(tmp_path / "store")
+        store.put("runs/e/r/a.txt", b"from the package")
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "ARTIFACTFS_BIN"}
+        p = subprocess.run(["mount", "-t", "artifactfs", store.url, str(mnt), "-o",
+                            f"cache_dir={tmp_path / 'cache'},ttl=5"], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert p.returncode == 0, p.stderr
+        try:
+            assert (mnt / "runs/e/r/a.txt").read_bytes() == b"from the package"
+        finally:
+            assert subprocess.run(["umount", str(mnt)]).returncode == 0
+    finally:
+        subprocess.run(["apt-get", "remove", "-y", "-qq", "artifactfs"], capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    assert not os.path.exists("/usr/bin/artifactfs")
