@@ -399,16 +399,29 @@ static int put_object(struct blob_s3 *s, const char *key, const void *data, size
 	return ret;
 }
 
-/* Whether the store's key holds exactly data (a read back). */
+/* Whether the store's key holds exactly data (a read back): 1, 0 (other bytes, or
+ * none), or -errno when the read back itself failed (which says nothing of who won). */
 static int holds(struct blob_s3 *s, const char *key, const void *data, size_t len)
 {
-	char *got = NULL, etag[BLOB_ETAG_MAX];
-	size_t glen = 0;
-	int same = blob_get(&s->base, key, len + 1, &got, &glen, etag) == 0 && glen == len &&
-		   memcmp(got, data, len) == 0;
+	int ret = 0;
 
-	free(got);
-	return same;
+	/* a server slow to show what it just stored: a few tries while the key is not
+	 * there yet */
+	for (int tries = 0; tries < 5; tries++) {
+		char *got = NULL, etag[BLOB_ETAG_MAX];
+		size_t glen = 0;
+		ret = blob_get(&s->base, key, len + 1, &got, &glen, etag);
+		if (ret == 0)
+			ret = glen == len && memcmp(got, data, len) == 0;
+		else if (ret == -EFBIG)
+			ret = 0;
+		free(got);
+		if (ret != -ENOENT)
+			return ret;
+		struct timespec d = { 0, 50000000L * (tries + 1) };
+		nanosleep(&d, NULL);
+	}
+	return ret == -ENOENT ? -EIO : ret;
 }
 
 static void conditions_ignored(struct blob_s3 *s)
@@ -463,8 +476,13 @@ static int create_object(struct blob_s3 *s, const char *key, const void *data, s
 		}
 		ret = 0;
 	}
-	if (known < 0 && !holds(s, key, data, len))
-		return -EEXIST; /* another writer's bytes won */
+	if (known < 0) {
+		ret = holds(s, key, data, len);
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			return -EEXIST; /* another writer's bytes won */
+	}
 	return 0;
 }
 
@@ -502,8 +520,10 @@ static int s3_replace(struct blob_store *bs, const char *key, const char *etag,
 			pthread_mutex_unlock(&s->lock);
 		}
 	}
-	if (ret == 0 && conditions_state(s) < 0 && !holds(s, key, data, len))
-		ret = -ESTALE;
+	if (ret == 0 && conditions_state(s) < 0) {
+		int same = holds(s, key, data, len);
+		ret = same < 0 ? same : same ? 0 : -ESTALE;
+	}
 	return ret;
 }
 
