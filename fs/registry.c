@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define REG_READ_PIECE (8u << 20)
 #define REG_MAX_FILES 1000000
@@ -436,9 +438,41 @@ out:
 	return ret;
 }
 
+/* What register says while it hashes (on stderr: stdout carries the version): on a
+ * terminal one line redrawn, else a line per large file hashed; nothing when all the
+ * files together are small. */
+#define REG_PROGRESS_MIN (64u << 20)
+
+struct reg_progress {
+	uint64_t total, done;
+	int show, tty;
+	struct timespec t0, last;
+};
+
+static double secs_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void progress_step(struct reg_progress *p, uint64_t n, int last)
+{
+	p->done += n;
+	if (!p->show || !p->tty || (!last && secs_since(&p->last) < 0.2))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &p->last);
+	double t = secs_since(&p->t0), mib = (double)p->done / (1 << 20);
+	fprintf(stderr, "\r\033[Kregister: hashing %.0f / %.0f MiB (%.0f%%), %.0f MiB/s%s", mib,
+		(double)p->total / (1 << 20), p->total ? 100.0 * (double)p->done / (double)p->total : 100,
+		t > 0 ? mib / t : 0, last ? "\n" : "");
+	fflush(stderr);
+}
+
 /* SHA-256 of one blob at its etag, read in pieces. */
 static int blob_sha256(struct blob_store *s, const char *key, const struct blob_stat *st,
-		       char hex[65])
+		       char hex[65], struct reg_progress *p)
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char md[32];
@@ -464,7 +498,11 @@ static int blob_sha256(struct blob_store *s, const char *key, const struct blob_
 		}
 		EVP_DigestUpdate(ctx, buf, (size_t)n);
 		off += (uint64_t)n;
+		progress_step(p, (uint64_t)n, 0);
 	}
+	if (p->show && !p->tty && st->size >= REG_PROGRESS_MIN)
+		fprintf(stderr, "register: hashed %s (%.0f MiB)\n", key,
+			(double)st->size / (1 << 20));
 	EVP_DigestFinal_ex(ctx, md, &mdlen);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
@@ -625,9 +663,17 @@ static int records_register(struct blob_store *s, const struct reg_request *req,
 		ret = -ENOMEM;
 		goto out;
 	}
+	struct reg_progress prog = { .tty = isatty(2) };
+	for (size_t i = 0; i < sf.n; i++)
+		prog.total += sf.v[i].st.size;
+	prog.show = prog.total >= REG_PROGRESS_MIN;
+	clock_gettime(CLOCK_MONOTONIC, &prog.t0);
+	prog.last = prog.t0;
 	for (size_t i = 0; i < sf.n; i++) {
 		snprintf(key, sizeof(key), "%s%s", source, sf.v[i].rel);
-		ret = blob_sha256(s, key, &sf.v[i].st, sha[i]);
+		ret = blob_sha256(s, key, &sf.v[i].st, sha[i], &prog);
+		if (i + 1 == sf.n && ret == 0)
+			progress_step(&prog, 0, 1);
 		if (ret < 0) {
 			snprintf(err, errlen, "cannot read %s: %s", key,
 				 ret == -ESTALE ? "it changed while being registered"

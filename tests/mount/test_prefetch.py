@@ -90,3 +90,36 @@ def test_bad_usage(make_mount, tmp_path):
     p = subprocess.run([str(conftest.BIN), "prefetch", "--jobs", "0", str(tmp_path)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "--jobs" in p.stderr
+
+
+def test_register_shows_progress_while_it_hashes(tmp_path):
+    store = conftest.LocalStore(tmp_path / "store")
+    store.put("runs/e/r/big.bin", os.urandom(70 * MiB))
+    store.put("runs/e/r/small.txt", b"s")
+    # on a pipe: a line per large file, the version alone on stdout
+    p = subprocess.run([str(conftest.BIN), "register", store.url, "m", "runs/e/r/"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout == "1\n", p.stderr
+    assert p.stderr == "register: hashed runs/e/r/big.bin (70 MiB)\n", p.stderr
+    # on a terminal: one line redrawn
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(conftest.BIN), "register", store.url, "m", "runs/e/r/"],
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    err = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 60)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    os.close(master)
+    assert out == b"2\n"
+    assert b"\r\x1b[Kregister: hashing" in err and b"70 / 70 MiB (100%)" in err, err
