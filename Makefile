@@ -45,6 +45,18 @@ $(B)/%.o: %.c $(HDRS)
 $(B)/artifactfs: $(B)/fs/main.o $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# the build's version for --version: the release, and the commit it was built from
+# (rewritten only when it changes, so that an unchanged tree does not rebuild)
+$(B)/version.h: FORCE
+	@mkdir -p $(B)
+	@rev=$$(git rev-parse --short=12 HEAD 2>/dev/null || true); \
+	dirty=$$(git diff --quiet HEAD -- 2>/dev/null || echo "-dirty"); \
+	line="#define ARTIFACTFS_BUILD \"$${rev:+$$rev$$dirty}\""; \
+	[ -f $@ ] && [ "$$(cat $@)" = "$$line" ] || echo "$$line" > $@
+$(B)/fs/main.o: $(B)/version.h
+$(B)/fs/main.o: CFLAGS += -I$(B)
+FORCE:
+
 $(B)/tests/%: tests/unit/%.c tests/unit/fake_store.c $(LIB_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/unit/fake_store.c $(LIB_OBJ) $(LDLIBS)

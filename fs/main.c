@@ -17,6 +17,7 @@
 #include "fs_private.h"
 #include "registry.h"
 #include "../blob/log.h"
+#include "version.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -697,7 +698,10 @@ int fs_main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-		printf("artifactfs %s\n", ARTIFACTFS_VERSION);
+		if (ARTIFACTFS_BUILD[0])
+			printf("artifactfs %s (%s)\n", ARTIFACTFS_VERSION, ARTIFACTFS_BUILD);
+		else
+			printf("artifactfs %s\n", ARTIFACTFS_VERSION);
 		return 0;
 	}
 	if (strcmp(argv[1], "mount") == 0)
