@@ -20,14 +20,8 @@ FILES = {
 }
 
 
-def prefetch(*paths, pty_out=False):
-    argv = [str(conftest.BIN), "prefetch", *map(str, paths)]
-    if not pty_out:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        return p.returncode, p.stderr
-    master, slave = pty.openpty()
-    p = subprocess.Popen(argv, stdout=slave, stderr=slave)
-    os.close(slave)
+def drain(master):
+    """Everything written to a pseudo-terminal until its last writer is gone."""
     out = b""
     while True:
         r, _, _ = select.select([master], [], [], 60)
@@ -40,8 +34,20 @@ def prefetch(*paths, pty_out=False):
         if not data:
             break
         out += data
-    p.wait(timeout=60)
     os.close(master)
+    return out
+
+
+def prefetch(*paths, pty_out=False):
+    argv = [str(conftest.BIN), "prefetch", *map(str, paths)]
+    if not pty_out:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        return p.returncode, p.stderr
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = drain(master)
+    p.wait(timeout=60)
     return p.returncode, out.decode(errors="replace")
 
 
@@ -106,20 +112,8 @@ def test_register_shows_progress_while_it_hashes(tmp_path):
     proc = subprocess.Popen([str(conftest.BIN), "register", store.url, "m", "runs/e/r/"],
                             stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
-    err = b""
-    while True:
-        r, _, _ = select.select([master], [], [], 60)
-        if not r:
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        err += chunk
+    err = drain(master)
     out = proc.stdout.read()
     proc.wait(timeout=60)
-    os.close(master)
     assert out == b"2\n"
     assert b"\r\x1b[Kregister: hashing" in err and b"70 / 70 MiB (100%)" in err, err
