@@ -72,9 +72,10 @@ unit: $(UNIT_BIN)
 
 # one whole suite with this build (plain, or sanitized with SANITIZE=...)
 check: all unit
-	ARTIFACTFS_BIN=$(abspath $(B)/artifactfs) scripts/run-tests
+	ARTIFACTFS_BIN=$(abspath $(B)/artifactfs) scripts/run-tests tests/mount \
+		$(if $(SANITIZE),-m "not build_only")
 
-CI_FUZZ_SECONDS ?= 45
+CI_FUZZ_SECONDS ?= 30
 test: test-deps
 ifeq ($(SANITIZE),)
 	$(MAKE) check

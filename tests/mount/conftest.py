@@ -28,6 +28,13 @@ SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSaniti
                    "runtime error:")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "build_only: checks the build and packaging (make install, make deb, "
+        "units, manifests, man page), not the binary under test; the sanitized suite "
+        "deselects them")
+
+
 def wait_for(cond, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
