@@ -20,8 +20,8 @@ B := build/san
 CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c blob/s3_proto.c blob/s3.c blob/s3_creds.c \
-	    blob/azure_auth.c blob/azure_xml.c blob/mlflow.c blob/mlflow_art.c \
+BLOB_SRC := blob/blob.c blob/local.c blob/log.c blob/http.c blob/azure.c blob/s3_proto.c blob/s3.c blob/s3_creds.c blob/s3_cond.c \
+	    blob/azure_auth.c blob/azure_xml.c blob/mlflow.c blob/mlflow_map.c blob/mlflow_art.c \
 	    blob/mlflow_reg.c blob/mlflow_json.c blob/proxy.c
 CACHE_SRC := cache/cache.c cache/chunk.c cache/file.c cache/meta.c cache/meta_disk.c \
 	     cache/crc32c.c cache/mem.c cache/fetch.c cache/known.c \

@@ -25,22 +25,6 @@
 /* Page size asked of every search (the server may send fewer). */
 #define ML_PAGE 1000
 
-/* ---- a small string map ---- */
-
-#define MAP_BUCKETS 4096
-#define MAP_MAX 200000
-
-struct ml_map_entry {
-	struct ml_map_entry *next;
-	char *value;
-	char key[];
-};
-
-struct ml_map {
-	struct ml_map_entry *b[MAP_BUCKETS];
-	size_t n;
-};
-
 static uint64_t fnv(const char *s)
 {
 	uint64_t h = 1469598103934665603ull;
@@ -48,67 +32,6 @@ static uint64_t fnv(const char *s)
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 1099511628211ull;
 	return h;
-}
-
-struct ml_map *ml_map_new(void)
-{
-	return calloc(1, sizeof(struct ml_map));
-}
-
-static void map_clear(struct ml_map *m)
-{
-	for (size_t i = 0; i < MAP_BUCKETS; i++) {
-		while (m->b[i]) {
-			struct ml_map_entry *e = m->b[i];
-			m->b[i] = e->next;
-			free(e->value);
-			free(e);
-		}
-	}
-	m->n = 0;
-}
-
-void ml_map_free(struct ml_map *m)
-{
-	if (m)
-		map_clear(m);
-	free(m);
-}
-
-char *ml_map_get(struct ml_map *m, const char *key)
-{
-	for (struct ml_map_entry *e = m->b[fnv(key) % MAP_BUCKETS]; e; e = e->next)
-		if (strcmp(e->key, key) == 0)
-			return strdup(e->value);
-	return NULL;
-}
-
-int ml_map_put(struct ml_map *m, const char *key, const char *value)
-{
-	struct ml_map_entry **head = &m->b[fnv(key) % MAP_BUCKETS];
-	char *v = strdup(value);
-
-	if (!v)
-		return -ENOMEM;
-	for (struct ml_map_entry *e = *head; e; e = e->next)
-		if (strcmp(e->key, key) == 0) {
-			free(e->value);
-			e->value = v;
-			return 0;
-		}
-	if (m->n >= MAP_MAX)
-		map_clear(m); /* a bound, not a cache policy: what is gone is asked again */
-	struct ml_map_entry *e = malloc(sizeof(*e) + strlen(key) + 1);
-	if (!e) {
-		free(v);
-		return -ENOMEM;
-	}
-	memcpy(e->key, key, strlen(key) + 1);
-	e->value = v;
-	e->next = *head;
-	*head = e;
-	m->n++;
-	return 0;
 }
 
 /* ---- the REST API ---- */

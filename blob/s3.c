@@ -399,57 +399,12 @@ static int put_object(struct blob_s3 *s, const char *key, const void *data, size
 	return ret;
 }
 
-/* Whether the store's key holds exactly data (a read back): 1, 0 (other bytes, or
- * none), or -errno when the read back itself failed (which says nothing of who won). */
-static int holds(struct blob_s3 *s, const char *key, const void *data, size_t len)
-{
-	int ret = 0;
-
-	/* a server slow to show what it just stored: a few tries while the key is not
-	 * there yet */
-	for (int tries = 0; tries < 5; tries++) {
-		char *got = NULL, etag[BLOB_ETAG_MAX];
-		size_t glen = 0;
-		ret = blob_get(&s->base, key, len + 1, &got, &glen, etag);
-		if (ret == 0)
-			ret = glen == len && memcmp(got, data, len) == 0;
-		else if (ret == -EFBIG)
-			ret = 0;
-		free(got);
-		if (ret != -ENOENT)
-			return ret;
-		struct timespec d = { 0, 50000000L * (tries + 1) };
-		nanosleep(&d, NULL);
-	}
-	return ret == -ENOENT ? -EIO : ret;
-}
-
-static void conditions_ignored(struct blob_s3 *s)
-{
-	pthread_mutex_lock(&s->lock);
-	int first = s->conditions != -1;
-	s->conditions = -1;
-	pthread_mutex_unlock(&s->lock);
-	if (first)
-		LOG_WARN("the store ignores conditional writes (If-None-Match, If-Match): "
-			 "creates and replaces are checked before and read back after, which "
-			 "narrows but cannot close the window for concurrent writers");
-}
-
-static int conditions_state(struct blob_s3 *s)
-{
-	pthread_mutex_lock(&s->lock);
-	int c = s->conditions;
-	pthread_mutex_unlock(&s->lock);
-	return c;
-}
-
 /* Create-if-absent, with what a server that ignores If-None-Match needs. */
 static int create_object(struct blob_s3 *s, const char *key, const void *data, size_t len,
 			 struct blob_stat *out)
 {
 	struct blob_stat st;
-	int known = conditions_state(s), ret;
+	int known = s3_conditions_state(s), ret;
 
 	if (known < 0) {
 		ret = s3_stat(&s->base, key, &st);
@@ -471,13 +426,13 @@ static int create_object(struct blob_s3 *s, const char *key, const void *data, s
 			s->conditions = 1;
 			pthread_mutex_unlock(&s->lock);
 		} else if (ret == 0) {
-			conditions_ignored(s);
+			s3_conditions_ignored(s);
 			known = -1;
 		}
 		ret = 0;
 	}
 	if (known < 0) {
-		ret = holds(s, key, data, len);
+		ret = s3_holds(s, key, data, len);
 		if (ret < 0)
 			return ret;
 		if (ret == 0)
@@ -498,7 +453,7 @@ static int s3_replace(struct blob_store *bs, const char *key, const char *etag,
 	struct blob_stat st;
 	int ret;
 
-	if (conditions_state(s) < 0) {
+	if (s3_conditions_state(s) < 0) {
 		ret = s3_stat(bs, key, &st);
 		if (ret < 0)
 			return ret;
@@ -508,20 +463,20 @@ static int s3_replace(struct blob_store *bs, const char *key, const char *etag,
 	ret = put_object(s, key, data, len, etag, NULL, NULL);
 	if (ret == -EEXIST)
 		ret = -ESTALE;
-	if (ret == 0 && conditions_state(s) == 0) {
+	if (ret == 0 && s3_conditions_state(s) == 0) {
 		/* learn whether the server honours the condition: the old etag is gone, so
 		 * the same replace must now be refused (it writes the same bytes if not) */
 		int again = put_object(s, key, data, len, etag, NULL, NULL);
 		if (again == 0) {
-			conditions_ignored(s);
+			s3_conditions_ignored(s);
 		} else if (again == -ESTALE || again == -EEXIST) {
 			pthread_mutex_lock(&s->lock);
 			s->conditions = 1;
 			pthread_mutex_unlock(&s->lock);
 		}
 	}
-	if (ret == 0 && conditions_state(s) < 0) {
-		int same = holds(s, key, data, len);
+	if (ret == 0 && s3_conditions_state(s) < 0) {
+		int same = s3_holds(s, key, data, len);
 		ret = same < 0 ? same : same ? 0 : -ESTALE;
 	}
 	return ret;
@@ -689,7 +644,7 @@ static int s3_upload_commit(struct blob_store *bs, struct blob_upload *u, unsign
 	memset(&resp, 0, sizeof(resp));
 	if (!body || !id)
 		goto out;
-	if (excl && conditions_state(s) < 0) {
+	if (excl && s3_conditions_state(s) < 0) {
 		struct blob_stat st;
 		ret = s3_stat(bs, u->key, &st);
 		if (ret == 0) {

@@ -45,4 +45,12 @@ int s3_creds_choose(struct blob_s3 *s, char *err, size_t errlen);
  * S3_REFRESH_BEFORE of expiry. */
 void s3_creds_ensure(struct blob_s3 *s);
 
+/* s3_cond.c. Whether key holds exactly data (a read back): 1, 0 (other bytes), or
+ * -errno when the read back failed; a key not shown yet is read again a few times. */
+int s3_holds(struct blob_s3 *s, const char *key, const void *data, size_t len);
+/* The server ignores conditional writes: said once in the log. */
+void s3_conditions_ignored(struct blob_s3 *s);
+/* What is known of conditional writes: 0 unknown, 1 honoured, -1 ignored. */
+int s3_conditions_state(struct blob_s3 *s);
+
 #endif

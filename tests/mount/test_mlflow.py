@@ -197,6 +197,24 @@ def test_proxied_file_is_one_streaming_request(proxied, make_mount):
     v1 = read(m / "models/pt-dnn/1/big.bin")
     assert v1 == data
     assert proxied.downloads() - before == 2
+    # four readers at once, each starting at another offset, on a cold cache: still
+    # one download
+    import threading
+    m2 = make_mount(MlflowStore(proxied), name="m2", cache_dir=m.cache_dir.parent / "c2")
+    got = {}
+
+    def reader(i):
+        with open(m2 / key, "rb") as f:
+            f.seek(i * 5 * MiB)
+            got[i] = f.read(5 * MiB)
+    before = proxied.downloads()
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(got[i] == data[i * 5 * MiB:(i + 1) * 5 * MiB] for i in range(4))
+    assert proxied.downloads() - before == 1
 
 
 def test_torch_loads_a_state_dict_and_a_checkpoint(proxied, make_mount):
