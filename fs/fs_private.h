@@ -135,10 +135,13 @@ void fs_wfile_unlist(struct fs_writes *wr, struct fs_wfile *wf);
 ssize_t fs_wdir_index(struct fs_writes *wr, const char *dkey);
 int fs_wdir_add(struct fs_writes *wr, const char *dkey);
 void fs_wdir_del(struct fs_writes *wr, size_t i);
-/* The wfile of key, held (refs), made if absent with a new staged file (filled from
- * the store's blob when fill; blob NULL: a new file). *made: it is new. */
+/* The wfile of key, held (refs) and opened (opens, in the same step), made if absent
+ * with a new staged file (filled from the store's blob when fill; blob NULL: a new
+ * file). *made: it is new. */
 int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int fill,
 		 int excl, struct fs_wfile **out, int *made);
+/* Undoes fs_wfile_get when the open goes no further. */
+void fs_wfile_unopen(struct fs *fs, struct fs_wfile *wf);
 /* Drops a reference; the last one of a wfile out of the overlay frees it (keep: its
  * staged bytes stay in the cache folder). */
 void fs_wfile_unref(struct fs *fs, struct fs_wfile *wf, int keep);

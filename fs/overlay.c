@@ -233,6 +233,15 @@ int fs_overlay_list(struct fs *fs, const char *prefix, struct fs_ochild **out, s
 
 /* ---- wfiles ---- */
 
+/* Undoes fs_wfile_get's hold and open when the open goes no further. */
+void fs_wfile_unopen(struct fs *fs, struct fs_wfile *wf)
+{
+	pthread_mutex_lock(&fs->wr->lock);
+	wf->opens--;
+	pthread_mutex_unlock(&fs->wr->lock);
+	fs_wfile_unref(fs, wf, 1);
+}
+
 void fs_wfile_unref(struct fs *fs, struct fs_wfile *wf, int keep)
 {
 	struct fs_writes *wr = fs->wr;
@@ -248,8 +257,9 @@ void fs_wfile_unref(struct fs *fs, struct fs_wfile *wf, int keep)
 	free(wf);
 }
 
-/* The wfile of key, held (refs), made if absent (with a new staged file, filled
- * from the store's blob n when fill). *made tells whether it is new. */
+/* The wfile of key, held (refs) and opened (opens) in one step, made if absent
+ * (with a new staged file, filled from the store's blob n when fill). *made tells
+ * whether it is new. */
 int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int fill,
 		     int excl, struct fs_wfile **out, int *made)
 {
@@ -261,7 +271,10 @@ int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int
 	pthread_mutex_lock(&wr->lock);
 	wf = fs_wfile_find(wr, key);
 	if (wf) {
+		/* held and opened at once: a last close on its way cannot take it out
+		 * of the overlay between the two */
 		wf->refs++;
+		wf->opens++;
 		pthread_mutex_unlock(&wr->lock);
 		*out = wf;
 		return 0;
@@ -274,6 +287,7 @@ int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int
 	}
 	pthread_mutex_init(&wf->sync_lock, NULL);
 	wf->refs = 1;
+	wf->opens = 1;
 	wf->excl = excl;
 	wf->in_store = blob != NULL;
 	fs_ts_now(&wf->mtime);
@@ -296,6 +310,7 @@ int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int
 	if (other) {
 		/* another thread made it meanwhile: use that one */
 		other->refs++;
+		other->opens++;
 		pthread_mutex_unlock(&wr->lock);
 		cache_stage_free(wf->st, 0);
 		pthread_mutex_destroy(&wf->sync_lock);

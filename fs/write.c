@@ -58,9 +58,6 @@ static int whandle_new(struct fs *fs, const char *path, struct fs_wfile *wf, int
 	memcpy(h->path, path, strlen(path) + 1);
 	h->wf = wf;
 	h->writer = writer;
-	pthread_mutex_lock(&fs->wr->lock);
-	wf->opens++;
-	pthread_mutex_unlock(&fs->wr->lock);
 	fs_link_add(fs, &h->link, W_LINK);
 	fi->fh = (uintptr_t)h;
 	/* every read and write goes to the staged file: no page cache to keep coherent
@@ -134,14 +131,16 @@ int fs_w_open(struct fs *fs, const char *path, const struct fs_node *n,
 	if (!writer) {
 		pthread_mutex_lock(&fs->wr->lock);
 		wf = fs_wfile_find(fs->wr, key);
-		if (wf)
+		if (wf) {
 			wf->refs++;
+			wf->opens++;
+		}
 		pthread_mutex_unlock(&fs->wr->lock);
 		if (!wf)
 			return 1;
 		ret = whandle_new(fs, path, wf, 0, fi);
 		if (ret < 0)
-			fs_wfile_unref(fs, wf, 1);
+			fs_wfile_unopen(fs, wf);
 		return ret;
 	}
 	if (n && n->kind != FS_FILE)
@@ -165,7 +164,7 @@ int fs_w_open(struct fs *fs, const char *path, const struct fs_node *n,
 	if (ret == 0)
 		ret = whandle_new(fs, path, wf, 1, fi);
 	if (ret < 0)
-		fs_wfile_unref(fs, wf, 1);
+		fs_wfile_unopen(fs, wf);
 	return ret;
 }
 
@@ -210,12 +209,12 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (ret < 0)
 		return fs_errno(fs, ret, path);
 	if (!made && excl) {
-		fs_wfile_unref(fs, wf, 1);
+		fs_wfile_unopen(fs, wf);
 		return -EEXIST;
 	}
 	ret = whandle_new(fs, path, wf, 1, fi);
 	if (ret < 0)
-		fs_wfile_unref(fs, wf, 1);
+		fs_wfile_unopen(fs, wf);
 	return ret;
 }
 
@@ -335,15 +334,9 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	ret = cache_stage_truncate(wf->st, (uint64_t)size);
 	if (ret == 0)
 		fs_ts_now(&wf->mtime);
-	pthread_mutex_lock(&fs->wr->lock);
-	wf->opens++;
-	pthread_mutex_unlock(&fs->wr->lock);
 	struct fs_whandle *h = calloc(1, sizeof(*h) + 1);
 	if (!h) {
-		pthread_mutex_lock(&fs->wr->lock);
-		wf->opens--;
-		pthread_mutex_unlock(&fs->wr->lock);
-		fs_wfile_unref(fs, wf, 1);
+		fs_wfile_unopen(fs, wf);
 		return -ENOMEM;
 	}
 	h->wf = wf;

@@ -241,6 +241,26 @@ def test_atomic_replace_pattern_and_overwrite(wstore, make_mount):
     assert store_get(wstore, f"{RUN}/model.safetensors") == b"sh\0\0"
 
 
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+def test_change_right_after_a_close_reaches_the_store(wstore, make_mount):
+    # the kernel sends a close's release after close(2) returns: an open, truncate(2)
+    # or create that comes in before it must still upload what it changes
+    m = make_mount(wstore, "--writable")
+    os.makedirs(m / RUN)
+    target = m / RUN / "state.bin"
+    for i in range(60):
+        body = bytes([i]) * (100 + i)
+        with open(target, "wb") as f:
+            f.write(body)
+        assert store_get(wstore, f"{RUN}/state.bin") == body, i
+        os.truncate(target, 50 + i)
+        assert store_get(wstore, f"{RUN}/state.bin") == body[:50 + i], i
+        with open(target, "r+b") as f:
+            f.seek(0)
+            f.write(b"x")
+        assert store_get(wstore, f"{RUN}/state.bin") == b"x" + body[1:50 + i], i
+
+
 def test_checkpoint_loop_keeps_the_last_three(wstore, make_mount):
     m = make_mount(wstore, "--writable")
     ck = m / RUN / "checkpoints"
