@@ -287,3 +287,12 @@ void blob_md5_b64(const void *data, size_t len, char out[32])
 	EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
 	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
 }
+
+uint64_t blob_fnv(const void *p, size_t n, uint64_t h)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h;
+}

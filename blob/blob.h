@@ -344,6 +344,11 @@ void blob_list_release(struct blob_list *l);
  * blob that shares its name with a folder, each with one warning naming folder. */
 void blob_list_clean(struct blob_list *l, const char *folder);
 
+/* FNV-1a over n bytes of p, from h (BLOB_FNV_INIT to start): the one string hash of
+ * the project (bucket picks, names of cache files; never a check of content). */
+#define BLOB_FNV_INIT 1469598103934665603ull
+uint64_t blob_fnv(const void *p, size_t n, uint64_t h);
+
 /* Whether a key segment can be a file name: not empty, ".", "..", no '/', no
  * control character, at most NAME_MAX bytes. Cannot fail. */
 int blob_name_ok(const char *name, size_t len);

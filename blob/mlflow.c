@@ -25,15 +25,6 @@
 /* Page size asked of every search (the server may send fewer). */
 #define ML_PAGE 1000
 
-static uint64_t fnv(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
 /* ---- the REST API ---- */
 
 int ml_sign(void *ctx, struct curl_slist **headers)
@@ -620,7 +611,9 @@ static void memo_drop(struct blob_mlflow *s, const char *key)
 
 void ml_text_etag(const char *text, char etag[BLOB_ETAG_MAX])
 {
-	snprintf(etag, BLOB_ETAG_MAX, "\"t-%016" PRIx64 "-%zu\"", fnv(text), strlen(text));
+	size_t n = strlen(text);
+	snprintf(etag, BLOB_ETAG_MAX, "\"t-%016" PRIx64 "-%zu\"", blob_fnv(text, n, BLOB_FNV_INIT),
+		 n);
 }
 
 static int ml_stat(struct blob_store *bs, const char *key, struct blob_stat *out)

@@ -107,32 +107,60 @@ static void *grow(void **arr, size_t n, size_t size)
 
 /* ---- answers ---- */
 
-int ml_parse_experiments(const char *json, size_t len, struct ml_exp **out, size_t *n,
-			 char **next)
+/* Walks the array named array of the answer (under the object named in, when in is
+ * not NULL), calling each on every element until one returns < 0; then, when next
+ * is not NULL, takes the answer's page token into *next. 0, -EBADMSG (not JSON)
+ * or each's error. */
+static int walk(const char *json, size_t len, const char *in, const char *array,
+		char **next, int (*each)(const cJSON *it, void *ctx), void *ctx)
 {
 	cJSON *root = parse(json, len), *it;
 	int ret = 0;
 
-	*next = NULL;
+	if (next)
+		*next = NULL;
 	if (!root)
 		return -EBADMSG;
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "experiments")) {
-		struct ml_exp e = { 0 };
-		const char *name = str_of(it, "name");
-		if (!cJSON_IsObject(it) || !name || id_of(it, "experiment_id", e.id, sizeof(e.id)) < 0)
-			continue;
-		struct ml_exp *slot = grow((void **)out, *n, sizeof(*slot));
-		if (!slot || !(e.name = strdup(name))) {
-			ret = -ENOMEM;
+	const cJSON *o = in ? cJSON_GetObjectItemCaseSensitive(root, in) : root;
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o, array)) {
+		ret = each(it, ctx);
+		if (ret < 0)
 			break;
-		}
-		*slot = e;
-		(*n)++;
 	}
-	if (ret == 0)
+	if (ret >= 0 && next)
 		ret = next_of(root, next);
 	cJSON_Delete(root);
-	return ret;
+	return ret < 0 ? ret : 0;
+}
+
+/* Where walk's callbacks append: a heap array and its count. */
+struct into {
+	void **arr;
+	size_t *n;
+};
+
+static int one_experiment(const cJSON *it, void *ctx)
+{
+	struct into *to = ctx;
+	struct ml_exp e = { 0 };
+	const char *name = str_of(it, "name");
+
+	if (!cJSON_IsObject(it) || !name || id_of(it, "experiment_id", e.id, sizeof(e.id)) < 0)
+		return 0;
+	struct ml_exp *slot = grow(to->arr, *to->n, sizeof(*slot));
+	if (!slot || !(e.name = strdup(name)))
+		return -ENOMEM;
+	*slot = e;
+	(*to->n)++;
+	return 0;
+}
+
+int ml_parse_experiments(const char *json, size_t len, struct ml_exp **out, size_t *n,
+			 char **next)
+{
+	struct into to = { (void **)out, n };
+
+	return walk(json, len, NULL, "experiments", next, one_experiment, &to);
 }
 
 /* One run's "info". 0, or -1 when it lacks what the tree needs. */
@@ -157,36 +185,29 @@ static int run_info(const cJSON *info, struct ml_run *r)
 	return 0;
 }
 
+static int one_run(const cJSON *it, void *ctx)
+{
+	struct into *to = ctx;
+	struct ml_run r;
+	int got = run_info(cJSON_GetObjectItemCaseSensitive(it, "info"), &r);
+
+	if (got < 0)
+		return got == -ENOMEM ? got : 0;
+	struct ml_run *slot = grow(to->arr, *to->n, sizeof(*slot));
+	if (!slot) {
+		ml_run_release(&r);
+		return -ENOMEM;
+	}
+	*slot = r;
+	(*to->n)++;
+	return 0;
+}
+
 int ml_parse_runs(const char *json, size_t len, struct ml_run **out, size_t *n, char **next)
 {
-	cJSON *root = parse(json, len), *it;
-	int ret = 0;
+	struct into to = { (void **)out, n };
 
-	*next = NULL;
-	if (!root)
-		return -EBADMSG;
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "runs")) {
-		struct ml_run r;
-		int got = run_info(cJSON_GetObjectItemCaseSensitive(it, "info"), &r);
-		if (got == -ENOMEM) {
-			ret = got;
-			break;
-		}
-		if (got < 0)
-			continue;
-		struct ml_run *slot = grow((void **)out, *n, sizeof(*slot));
-		if (!slot) {
-			ml_run_release(&r);
-			ret = -ENOMEM;
-			break;
-		}
-		*slot = r;
-		(*n)++;
-	}
-	if (ret == 0)
-		ret = next_of(root, next);
-	cJSON_Delete(root);
-	return ret;
+	return walk(json, len, NULL, "runs", next, one_run, &to);
 }
 
 int ml_parse_run(const char *json, size_t len, struct ml_run *out)
@@ -203,129 +224,115 @@ int ml_parse_run(const char *json, size_t len, struct ml_run *out)
 	return ret == -1 ? -EBADMSG : ret;
 }
 
+static int one_file(const cJSON *it, void *ctx)
+{
+	struct into *to = ctx;
+	const char *path = str_of(it, "path");
+	const cJSON *d = cJSON_GetObjectItemCaseSensitive(it, "is_dir");
+
+	if (!path)
+		return 0;
+	size_t plen = strlen(path);
+	while (plen > 0 && path[plen - 1] == '/')
+		plen--;
+	const char *name = path;
+	for (size_t i = 0; i < plen; i++)
+		if (path[i] == '/')
+			name = path + i + 1;
+	size_t nlen = (size_t)(path + plen - name);
+	if (!blob_name_ok(name, nlen))
+		return 0;
+	struct ml_file *slot = grow(to->arr, *to->n, sizeof(*slot));
+	if (!slot || !(slot->name = strndup(name, nlen)))
+		return -ENOMEM;
+	slot->is_dir = cJSON_IsTrue(d);
+	slot->size = slot->is_dir ? 0 : (uint64_t)int_of(it, "file_size");
+	(*to->n)++;
+	return 0;
+}
+
 int ml_parse_files(const char *json, size_t len, struct ml_file **out, size_t *n,
 		   char **next)
 {
-	cJSON *root = parse(json, len), *it;
-	int ret = 0;
+	struct into to = { (void **)out, n };
 
-	*next = NULL;
-	if (!root)
-		return -EBADMSG;
-	/* "files" is absent from an empty listing */
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "files")) {
-		const char *path = str_of(it, "path");
-		const cJSON *d = cJSON_GetObjectItemCaseSensitive(it, "is_dir");
-		if (!path)
-			continue;
-		size_t plen = strlen(path);
-		while (plen > 0 && path[plen - 1] == '/')
-			plen--;
-		const char *name = path;
-		for (size_t i = 0; i < plen; i++)
-			if (path[i] == '/')
-				name = path + i + 1;
-		size_t nlen = (size_t)(path + plen - name);
-		if (!blob_name_ok(name, nlen))
-			continue;
-		struct ml_file *slot = grow((void **)out, *n, sizeof(*slot));
-		if (!slot || !(slot->name = strndup(name, nlen))) {
-			ret = -ENOMEM;
-			break;
-		}
-		slot->is_dir = cJSON_IsTrue(d);
-		slot->size = slot->is_dir ? 0 : (uint64_t)int_of(it, "file_size");
-		(*n)++;
-	}
-	if (ret == 0)
-		ret = next_of(root, next);
-	cJSON_Delete(root);
-	return ret;
+	/* "files" is absent from an empty listing: no element */
+	return walk(json, len, NULL, "files", next, one_file, &to);
+}
+
+static int one_model(const cJSON *it, void *ctx)
+{
+	struct into *to = ctx;
+	const char *name = str_of(it, "name");
+
+	if (!name || !*name)
+		return 0;
+	char **slot = grow(to->arr, *to->n, sizeof(*slot));
+	if (!slot || !(*slot = strdup(name)))
+		return -ENOMEM;
+	(*to->n)++;
+	return 0;
 }
 
 int ml_parse_models(const char *json, size_t len, char ***out, size_t *n, char **next)
 {
-	cJSON *root = parse(json, len), *it;
-	int ret = 0;
+	struct into to = { (void **)out, n };
 
-	*next = NULL;
-	if (!root)
-		return -EBADMSG;
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "registered_models")) {
-		const char *name = str_of(it, "name");
-		if (!name || !*name)
-			continue;
-		char **slot = grow((void **)out, *n, sizeof(*slot));
-		if (!slot || !(*slot = strdup(name))) {
-			ret = -ENOMEM;
-			break;
-		}
-		(*n)++;
-	}
-	if (ret == 0)
-		ret = next_of(root, next);
-	cJSON_Delete(root);
-	return ret;
+	return walk(json, len, NULL, "registered_models", next, one_model, &to);
+}
+
+static int one_version(const cJSON *it, void *ctx)
+{
+	struct into *to = ctx;
+	const char *src = str_of(it, "source"), *st = str_of(it, "status");
+	const char *stage = str_of(it, "current_stage");
+	int v = version_of(it, "version");
+
+	if (v < 0 || !src)
+		return 0;
+	struct ml_version *slot = grow(to->arr, *to->n, sizeof(*slot));
+	if (!slot || !(slot->source = strdup(src)))
+		return -ENOMEM;
+	slot->version = v;
+	if (id_of(it, "run_id", slot->run_id, sizeof(slot->run_id)) < 0)
+		slot->run_id[0] = '\0';
+	snprintf(slot->status, sizeof(slot->status), "%s", st ? st : "");
+	snprintf(slot->stage, sizeof(slot->stage), "%s", stage ? stage : "");
+	slot->created_ms = int_of(it, "creation_timestamp");
+	(*to->n)++;
+	return 0;
 }
 
 int ml_parse_versions(const char *json, size_t len, struct ml_version **out, size_t *n,
 		      char **next)
 {
-	cJSON *root = parse(json, len), *it;
-	int ret = 0;
+	struct into to = { (void **)out, n };
 
-	*next = NULL;
-	if (!root)
-		return -EBADMSG;
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "model_versions")) {
-		const char *src = str_of(it, "source"), *st = str_of(it, "status");
-		const char *stage = str_of(it, "current_stage");
-		int v = version_of(it, "version");
-		if (v < 0 || !src)
-			continue;
-		struct ml_version *slot = grow((void **)out, *n, sizeof(*slot));
-		if (!slot || !(slot->source = strdup(src))) {
-			ret = -ENOMEM;
-			break;
-		}
-		slot->version = v;
-		if (id_of(it, "run_id", slot->run_id, sizeof(slot->run_id)) < 0)
-			slot->run_id[0] = '\0';
-		snprintf(slot->status, sizeof(slot->status), "%s", st ? st : "");
-		snprintf(slot->stage, sizeof(slot->stage), "%s", stage ? stage : "");
-		slot->created_ms = int_of(it, "creation_timestamp");
-		(*n)++;
-	}
-	if (ret == 0)
-		ret = next_of(root, next);
-	cJSON_Delete(root);
-	return ret;
+	return walk(json, len, NULL, "model_versions", next, one_version, &to);
+}
+
+static int one_alias(const cJSON *it, void *ctx)
+{
+	struct into *to = ctx;
+	const char *a = str_of(it, "alias");
+	int v = version_of(it, "version");
+
+	if (!a || v < 0 || strlen(a) >= sizeof(((struct ml_alias *)0)->name))
+		return 0;
+	struct ml_alias *slot = grow(to->arr, *to->n, sizeof(*slot));
+	if (!slot)
+		return -ENOMEM;
+	snprintf(slot->name, sizeof(slot->name), "%s", a);
+	slot->version = v;
+	(*to->n)++;
+	return 0;
 }
 
 int ml_parse_aliases(const char *json, size_t len, struct ml_alias **out, size_t *n)
 {
-	cJSON *root = parse(json, len), *it;
-	int ret = 0;
+	struct into to = { (void **)out, n };
 
-	if (!root)
-		return -EBADMSG;
-	const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "registered_model");
-	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(m, "aliases")) {
-		const char *a = str_of(it, "alias");
-		int v = version_of(it, "version");
-		if (!a || v < 0 || strlen(a) >= sizeof((*out)->name))
-			continue;
-		struct ml_alias *slot = grow((void **)out, *n, sizeof(*slot));
-		if (!slot) {
-			ret = -ENOMEM;
-			break;
-		}
-		snprintf(slot->name, sizeof(slot->name), "%s", a);
-		slot->version = v;
-		(*n)++;
-	}
-	cJSON_Delete(root);
-	return ret;
+	return walk(json, len, "registered_model", "aliases", NULL, one_alias, &to);
 }
 
 int ml_parse_download_uri(const char *json, size_t len, char **out)

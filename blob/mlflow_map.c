@@ -24,13 +24,9 @@ struct ml_map {
 	size_t n;
 };
 
-static uint64_t fnv(const char *s)
+static size_t bucket(const char *key)
 {
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
+	return blob_fnv(key, strlen(key), BLOB_FNV_INIT) % MAP_BUCKETS;
 }
 
 struct ml_map *ml_map_new(void)
@@ -60,7 +56,7 @@ void ml_map_free(struct ml_map *m)
 
 char *ml_map_get(struct ml_map *m, const char *key)
 {
-	for (struct ml_map_entry *e = m->b[fnv(key) % MAP_BUCKETS]; e; e = e->next)
+	for (struct ml_map_entry *e = m->b[bucket(key)]; e; e = e->next)
 		if (strcmp(e->key, key) == 0)
 			return strdup(e->value);
 	return NULL;
@@ -68,7 +64,7 @@ char *ml_map_get(struct ml_map *m, const char *key)
 
 int ml_map_put(struct ml_map *m, const char *key, const char *value)
 {
-	struct ml_map_entry **head = &m->b[fnv(key) % MAP_BUCKETS];
+	struct ml_map_entry **head = &m->b[bucket(key)];
 	char *v = strdup(value);
 
 	if (!v)

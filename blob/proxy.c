@@ -149,12 +149,11 @@ void blob_proxies_free(struct blob_proxies *p)
 
 size_t proxy_pick(const char *path, uint64_t off, size_t n)
 {
-	uint64_t h = 1469598103934665603ull;
+	unsigned char le[8];
 
-	for (const char *s = path; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
 	for (int i = 0; i < 8; i++)
-		h = (h ^ ((off >> (8 * i)) & 0xff)) * 1099511628211ull;
+		le[i] = (unsigned char)(off >> (8 * i));
+	uint64_t h = blob_fnv(le, 8, blob_fnv(path, strlen(path), BLOB_FNV_INIT));
 	return n ? (size_t)(h % n) : 0;
 }
 

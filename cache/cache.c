@@ -29,10 +29,8 @@
 
 uint64_t cache_hash_str(const char *s, uint64_t seed)
 {
-	uint64_t h = 1469598103934665603ull ^ seed;
+	uint64_t h = blob_fnv(s, strlen(s), BLOB_FNV_INIT ^ seed);
 
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
 	return h ^ (h >> 29);
 }
 

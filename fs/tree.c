@@ -53,11 +53,7 @@ static void model_unlink(struct fs *fs, struct fs_model **pp);
 
 uint64_t fs_hash(const char *s)
 {
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
+	return blob_fnv(s, strlen(s), BLOB_FNV_INIT);
 }
 
 /* Whether what (a bad store entry) has not been warned of yet: each once per mount,
