@@ -13,7 +13,8 @@ mlflow-artifacts:/<id>, /api/2.0/mlflow-artifacts/artifacts serves DIR; its down
 Range (200, chunked, whole file), a missing file is a JSON 500. Direct mode
 (--default-artifact-root URI): experiments get URI/<id>, the proxy routes answer 503, and
 artifacts/list reads file:// roots only (other schemes: HTML 500, as a real server without
-their client libraries). /get-artifact is not modelled. --page-max N caps every search
+their client libraries). /get-artifact is not modelled. POST /_test/model-versions/set-status
+{name, version, status} is the tests' own (not MLflow's). --page-max N caps every search
 page; --auth basic:USER:PASS or bearer:TOKEN makes every route but /health answer MLflow
 basic-auth's 401 unless the Authorization header matches.
 
@@ -443,6 +444,11 @@ class Mlflow:
             "status": "READY", "run_link": a.str("run_link")}
         return {"model_version": self.mv_json(model["versions"][number])}
 
+    def test_set_status(self, a, _):
+        mv = self.version(a.str("name", True), a.str("version", True))
+        mv["status"] = a.str("status", True)
+        return {"model_version": self.mv_json(mv)}
+
     def mv_get(self, a, _):
         mv = self.version(a.str("name", True), a.str("version", True))
         return {"model_version": self.mv_json(mv)}
@@ -537,6 +543,9 @@ ROUTES = {"/api/2.0/mlflow/" + path: dict(zip(methods.split(), names.split()))
               ("model-versions/transition-stage", "POST", "mv_transition"),
               ("model-versions/search", "GET", "mv_search")]}
 ROUTES[PROXY] = {"GET": "proxy_list"}
+# Not MLflow's: lets a test give a version another status (MLflow registers
+# asynchronously on some servers; its REST API cannot make a version that is not READY).
+ROUTES["/_test/model-versions/set-status"] = {"POST": "test_set_status"}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -84,8 +84,7 @@ def proxied(tmp_path):
 def fill(c):
     """Experiments (one whose name holds '/'), runs (two share a name), artifacts in
     folders, registered models with versions, aliases and stages. Returns what the
-    tree must show. (MLflow's REST API cannot make a version that is not READY, so
-    hiding one is not tested here.)"""
+    tree must show."""
     t = {"files": {}, "runs": {}}
     big = os.urandom(20 * MiB + 12345)  # several chunks, not chunk-aligned
     e1 = c.create_experiment("birds")
@@ -259,6 +258,20 @@ def test_aliases_move_after_the_ttl_and_versions_stay(proxied, make_mount):
     v4 = c.create_model_version("pt-dnn", f"{t['runs'][rid][1]}/outputs", run_id=rid)
     wait_for(lambda: os.path.isdir(m / f"models/pt-dnn/{v4}"), 10, "the new version")
     assert os.readlink(m / "models/pt-dnn/latest") == v4
+    # one still registering (or failed) is not shown, nor named by latest or an alias
+    v5 = c.create_model_version("pt-dnn", f"{t['runs'][rid][1]}/outputs", run_id=rid)
+    assert c.post("/_test/model-versions/set-status", {
+        "name": "pt-dnn", "version": v5, "status": "PENDING_REGISTRATION"})[0] == 200
+    c.set_alias("pt-dnn", "next", int(v5))
+    time.sleep(2.5)  # past the TTL: the mount has asked again
+    assert v5 not in os.listdir(m / "models/pt-dnn")
+    assert not os.path.lexists(m / "models/pt-dnn/next")
+    assert os.readlink(m / "models/pt-dnn/latest") == v4
+    assert c.post("/_test/model-versions/set-status", {
+        "name": "pt-dnn", "version": v5, "status": "READY"})[0] == 200
+    wait_for(lambda: os.path.isdir(m / f"models/pt-dnn/{v5}"), 10, "the version once READY")
+    assert os.readlink(m / "models/pt-dnn/next") == v5
+    assert os.readlink(m / "models/pt-dnn/latest") == v5
     c.delete_alias("pt-dnn", "champion")
     wait_for(lambda: not os.path.lexists(m / "models/pt-dnn/champion"), 10, "the alias to go")
     assert read(m / "models/pt-dnn/1/model.pth") == v1
