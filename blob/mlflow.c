@@ -86,8 +86,9 @@ static int ml_errno_q(struct blob_mlflow *s, const struct http_response *resp,
 static _Thread_local int known_only;
 
 static int call(struct blob_mlflow *s, const char *method, const char *path_query,
-		const char *body, char **out, size_t *len, int quiet)
+		const char *body, char **out, size_t *len, char *why, size_t whylen)
 {
+	int quiet = why != NULL; /* the caller says why it failed */
 	struct ml_sign g = { .s = s, .json = body != NULL };
 	struct http_request hq = { .body_max = ML_BODY_MAX };
 	struct http_response resp;
@@ -109,8 +110,12 @@ static int call(struct blob_mlflow *s, const char *method, const char *path_quer
 	hq.body_len = body ? strlen(body) : 0;
 	hq.must_try = strcmp(method, "GET") != 0;
 	hq.quiet = quiet;
+	hq.errbuf = why;
+	hq.errlen = whylen;
 	ret = http_do(s->http, &hq, &resp);
 	if (ret == 0) {
+		if (why)
+			*why = '\0'; /* answered: the answer says why */
 		ret = ml_errno_q(s, &resp, path_query, quiet);
 		if ((ret == 0 || ret == -EINVAL) && resp.body) {
 			*out = resp.body;
@@ -130,7 +135,7 @@ static int call(struct blob_mlflow *s, const char *method, const char *path_quer
 int ml_call(struct blob_mlflow *s, const char *method, const char *path_query,
 	    const char *body, char **out, size_t *len)
 {
-	return call(s, method, path_query, body, out, len, 0);
+	return call(s, method, path_query, body, out, len, NULL, 0);
 }
 
 int ml_pages(struct blob_mlflow *s, const char *method, const char *path_query,
@@ -739,10 +744,10 @@ static unsigned ml_read_flags(struct blob_store *bs, const char *key, const char
 static int ml_check(struct blob_store *bs, unsigned deadline_s, char *err, size_t errlen)
 {
 	struct blob_mlflow *s = ml_of(bs);
-	char *text = NULL;
+	char *text = NULL, why[200] = "";
 	size_t len;
 	int ret = call(s, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", NULL,
-		       &text, &len, 1);
+		       &text, &len, why, sizeof(why));
 
 	(void)deadline_s;
 	free(text);
@@ -754,7 +759,7 @@ static int ml_check(struct blob_store *bs, unsigned deadline_s, char *err, size_
 			 s->base.id);
 	else if (ret < 0)
 		snprintf(err, errlen, "MLflow server %s is unreachable: %s", s->base.id,
-			 strerror(-ret));
+			 *why ? why : strerror(-ret));
 	return ret == -ENOENT || ret == -EINVAL ? -EIO : ret;
 }
 
@@ -918,6 +923,9 @@ int blob_mlflow_open(const char *url, const struct blob_options *opt, struct blo
 	hc.connect_timeout_ms = 10000;
 	hc.stall_ms = 15000;
 	hc.insecure = insecure;
+	if (insecure)
+		LOG_WARN("TLS certificates of %s are not verified (%s)", s->api,
+			 opt->insecure ? "--insecure" : "MLFLOW_TRACKING_INSECURE_TLS");
 	hc.ca_file = s->ca_file;
 	hc.ca_source = ca_source;
 	if (http_create(&hc, &s->http) < 0)
@@ -926,8 +934,6 @@ int blob_mlflow_open(const char *url, const struct blob_options *opt, struct blo
 		s->base.id = NULL;
 		goto nomem;
 	}
-	if (insecure)
-		LOG_WARN("TLS certificates of the MLflow server are not verified");
 	*out = &s->base;
 	return 0;
 nomem:

@@ -62,10 +62,11 @@ def mime_type(name):
 
 
 class MlflowClient:
-    def __init__(self, url, auth=None, timeout=30):
+    def __init__(self, url, auth=None, timeout=30, context=None):
         self.url = url.rstrip("/")
         self.auth = auth_header(auth)
         self.timeout = timeout
+        self.context = context  # an ssl.SSLContext for https://
 
     # -- raw requests --------------------------------------------------------------
 
@@ -87,7 +88,7 @@ class MlflowClient:
             hdrs.setdefault("Authorization", self.auth)
         req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
                 return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         except urllib.error.HTTPError as e:
             with e:

@@ -16,10 +16,10 @@ artifacts/list reads file:// roots only (other schemes: HTML 500, as a real serv
 their client libraries). /get-artifact is not modelled. POST /_test/model-versions/set-status
 {name, version, status} is the tests' own (not MLflow's). --page-max N caps every search
 page; --auth basic:USER:PASS or bearer:TOKEN makes every route but /health answer MLflow
-basic-auth's 401 unless the Authorization header matches.
+basic-auth's 401 unless the Authorization header matches; --tls CERT KEY serves HTTPS.
 
 Run: mlflow_server.py --port 0 [--host H] [--artifacts-destination DIR |
---default-artifact-root URI] [--page-max N] [--auth SPEC]: prints http://HOST:PORT once
+--default-artifact-root URI] [--page-max N] [--auth SPEC] [--tls CERT KEY]: prints http://HOST:PORT once
 listening, serves until SIGTERM. In-process: MlflowTestServer(...).start() / .stop()."""
 import argparse
 import base64
@@ -32,6 +32,7 @@ import posixpath
 import random
 import re
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -647,7 +648,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class MlflowTestServer:
     def __init__(self, host="127.0.0.1", port=0, artifacts_destination=None,
-                 default_artifact_root=None, page_max=None, auth=None):
+                 default_artifact_root=None, page_max=None, auth=None, tls=None):
         if not artifacts_destination and not default_artifact_root:
             artifacts_destination = tempfile.mkdtemp(prefix="mlflow-artifacts.")
         if artifacts_destination:
@@ -661,7 +662,14 @@ class MlflowTestServer:
         self.httpd.daemon_threads, self.httpd.auth = True, header
         self.httpd.app = Mlflow(artifacts_destination and os.path.abspath(artifacts_destination),
                                 default_artifact_root, page_max)
-        self.url = "http://%s:%d" % (host, self.httpd.server_address[1])
+        scheme = "http"
+        if tls:  # (certificate file, key file): HTTPS, the handshake in each request's thread
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True,
+                                                do_handshake_on_connect=False)
+            scheme = "https"
+        self.url = "%s://%s:%d" % (scheme, host, self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def start(self):
@@ -683,9 +691,10 @@ def main():
     where.add_argument("--default-artifact-root", metavar="URI", help="direct artifact root")
     p.add_argument("--page-max", type=int, metavar="N", help="cap every search page at N")
     p.add_argument("--auth", metavar="SPEC", help="basic:USER:PASS or bearer:TOKEN")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     o = p.parse_args()
     server = MlflowTestServer(o.host, o.port, o.artifacts_destination, o.default_artifact_root,
-                              o.page_max, o.auth)
+                              o.page_max, o.auth, o.tls)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
