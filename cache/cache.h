@@ -195,6 +195,9 @@ int cache_stage_fill(struct cache_stage *st, const char *etag, uint64_t size);
 /* Writes at off: len, or -errno (-ENOSPC when the cache's disk is full); after a
  * failed write the file never uploads (cache_stage_upload answers that error). */
 ssize_t cache_stage_write(struct cache_stage *st, const void *buf, size_t len, uint64_t off);
+/* Writes at the end of the staged file, wherever another writer has put it
+ * (O_APPEND: the kernel's idea of the size may be older). */
+ssize_t cache_stage_append(struct cache_stage *st, const void *buf, size_t len);
 ssize_t cache_stage_read(struct cache_stage *st, void *buf, size_t len, uint64_t off);
 int cache_stage_truncate(struct cache_stage *st, uint64_t size);
 uint64_t cache_stage_size(struct cache_stage *st);

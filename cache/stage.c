@@ -45,6 +45,7 @@ struct stage_part {
 struct cache_stage {
 	struct cache *c;
 	pthread_mutex_t lock;
+	pthread_mutex_t append;	/* one append at a time: each at the end the last made */
 	pthread_cond_t cond;	/* a part's send ended, or the upload began */
 	int fd;
 	int refs;		/* the owner, and each job queued or running */
@@ -90,6 +91,7 @@ static void stage_unref(struct cache_stage *st)
 		close(st->fd);
 	pthread_cond_destroy(&st->cond);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->append);
 	free(st->parts);
 	free(st->key);
 	free(st);
@@ -134,6 +136,7 @@ int cache_stage_create(struct cache *c, const char *key, struct cache_stage **ou
 	st->fd = -1;
 	st->part = CACHE_PART;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->append, NULL);
 	pthread_cond_init(&st->cond, NULL);
 	for (int tries = 0; st->fd < 0; tries++) {
 		if (tries == 100 || getentropy(rnd, sizeof(rnd)) < 0) {
@@ -285,6 +288,17 @@ ssize_t cache_stage_write(struct cache_stage *st, const void *buf, size_t len, u
 	return (ssize_t)len;
 }
 
+ssize_t cache_stage_append(struct cache_stage *st, const void *buf, size_t len)
+{
+	pthread_mutex_lock(&st->append);
+	pthread_mutex_lock(&st->lock);
+	uint64_t end = st->size;
+	pthread_mutex_unlock(&st->lock);
+	ssize_t n = cache_stage_write(st, buf, len, end);
+	pthread_mutex_unlock(&st->append);
+	return n;
+}
+
 ssize_t cache_stage_read(struct cache_stage *st, void *buf, size_t len, uint64_t off)
 {
 	for (;;) {
@@ -322,13 +336,15 @@ int cache_stage_truncate(struct cache_stage *st, uint64_t size)
 }
 
 /* Fills the staged file with the bytes of the blob (its version etag), to change it
- * in place. */
+ * in place. Filled, it is clean: what the store has already, uploaded only once
+ * written to (an open for writing that writes nothing, as touch(1) does, changes
+ * nothing in the store), and no part goes up while it fills. */
 int cache_stage_fill(struct cache_stage *st, const char *etag, uint64_t size)
 {
 	struct cache_file *f;
 	size_t piece = 1u << 20;
 	char *buf = malloc(piece);
-	int ret;
+	int ret, evicted = 0;
 
 	if (!buf)
 		return -ENOMEM;
@@ -339,17 +355,33 @@ int cache_stage_fill(struct cache_stage *st, const char *etag, uint64_t size)
 			ret = n < 0 ? (int)n : -EIO;
 			break;
 		}
-		n = cache_stage_write(st, buf, (size_t)n, off);
-		if (n < 0)
-			ret = (int)n;
-		else
-			off += (uint64_t)n;
+		for (ssize_t done = 0; ret == 0 && done < n;) {
+			ssize_t w = pwrite(st->fd, buf + done, (size_t)(n - done),
+					   (off_t)(off + (uint64_t)done));
+			if (w < 0 && errno == ENOSPC && !evicted) {
+				/* the blob's own chunks may go: it is in the store */
+				cache_chunks_make_room(st->c, (size_t)(n - done) + CACHE_PART, 1);
+				evicted = 1;
+			} else if (w < 0 && errno != EINTR) {
+				ret = -errno;
+			} else if (w > 0) {
+				done += w;
+			}
+		}
+		off += (uint64_t)n;
 	}
 	if (f)
 		cache_file_close(f);
 	free(buf);
-	if (ret == 0)
-		ret = cache_stage_truncate(st, size);
+	if (ret == 0 && ftruncate(st->fd, (off_t)size) < 0)
+		ret = -errno;
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&st->lock);
+	ret = parts_cover(st, size);
+	st->size = size;
+	st->dirty = 0;
+	pthread_mutex_unlock(&st->lock);
 	return ret;
 }
 

@@ -36,6 +36,7 @@ struct fs_whandle {
 	struct fs_link link;
 	struct fs_wfile *wf;
 	int writer;			/* opened for writing */
+	int append;			/* O_APPEND: every write at the staged end */
 	char path[];
 };
 
@@ -58,6 +59,7 @@ static int whandle_new(struct fs *fs, const char *path, struct fs_wfile *wf, int
 	memcpy(h->path, path, strlen(path) + 1);
 	h->wf = wf;
 	h->writer = writer;
+	h->append = writer && (fi->flags & O_APPEND);
 	fs_link_add(fs, &h->link, W_LINK);
 	fi->fh = (uintptr_t)h;
 	/* every read and write goes to the staged file: no page cache to keep coherent
@@ -196,12 +198,25 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (ret != -ENOENT)
 		return fs_errno(fs, ret, path);
 	int excl = (fi->flags & O_EXCL) != 0;
-	if (excl) {
-		/* the listing may be older than the store: ask it */
+	if (excl || !(fi->flags & O_TRUNC)) {
+		/* the listing may be older than the store: ask it. A blob there is not
+		 * made anew (O_EXCL) nor emptied (no O_TRUNC: its bytes are kept). */
 		struct blob_stat st;
 		ret = blob_stat(cache_store(fs->cache), key, &st);
-		if (ret == 0)
+		if (ret == 0 && excl)
 			return -EEXIST;
+		if (ret == 0) {
+			char folder[PATH_MAX];
+			fs_parent_of(key, folder, sizeof(folder));
+			cache_forget_listing(fs->cache, folder);
+			memset(&n, 0, sizeof(n));
+			n.kind = FS_FILE;
+			n.size = st.size;
+			n.mtime = st.mtime;
+			snprintf(n.key, sizeof(n.key), "%s", key);
+			memcpy(n.etag, st.etag, sizeof(n.etag));
+			return fs_w_open(fs, path, &n, fi);
+		}
 		if (ret != -ENOENT)
 			return fs_errno(fs, ret, path);
 	}
@@ -263,7 +278,10 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
 		return -EBADF;
 	if (off < 0)
 		return -EINVAL;
-	n = cache_stage_write(h->wf->st, buf, size, (uint64_t)off);
+	if (h->append)
+		n = cache_stage_append(h->wf->st, buf, size);
+	else
+		n = cache_stage_write(h->wf->st, buf, size, (uint64_t)off);
 	if (n < 0)
 		return n == -ENOSPC || n == -EDQUOT || n == -EFBIG ? (int)n : -EIO;
 	fs_ts_now(&h->wf->mtime);
@@ -699,17 +717,17 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 	size_t flen = strlen(fkey);
 	if (strncmp(tkey, fkey, flen) == 0 && tkey[flen] == '/')
 		return -EINVAL; /* into itself */
-	if (exists) {
-		if (b.kind != FS_DIR)
-			return -ENOTDIR;
-		char dk[PATH_MAX];
-		snprintf(dk, sizeof(dk), "%s/", tkey);
-		ret = folder_used(fs, dk);
-		if (ret < 0)
-			return fs_errno(fs, ret, to);
-		if (ret > 0)
-			return -ENOTEMPTY;
-	}
+	if (exists && b.kind != FS_DIR)
+		return -ENOTDIR;
+	/* the target may hold blobs (another node's) that the listing here does not
+	 * show yet: the store is asked, as rmdir asks it */
+	char dk[PATH_MAX];
+	snprintf(dk, sizeof(dk), "%s/", tkey);
+	ret = folder_used(fs, dk);
+	if (ret < 0)
+		return fs_errno(fs, ret, to);
+	if (ret > 0)
+		return flags & RENAME_NOREPLACE ? -EEXIST : -ENOTEMPTY;
 	ret = move_folder(fs, fkey, tkey);
 	return ret < 0 ? fs_errno(fs, ret, from) : 0;
 }

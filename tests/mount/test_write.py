@@ -353,6 +353,58 @@ def test_o_excl_is_checked_against_the_store(wstore, make_mount):
     assert store_get(wstore, f"{RUN}/mine") == b"mine"
 
 
+def test_what_another_node_wrote_is_kept_by_creates_appends_and_renames(wstore, make_mount):
+    # the listing here is cached and older than the store: opens and renames ask it
+    m = make_mount(wstore, "--writable", "--ttl", "300")
+    os.makedirs(m / RUN)
+    (m / RUN / "log.txt").write_bytes(b"AAAA\n")
+    assert os.listdir(m / RUN) == ["log.txt"]
+    assert os.path.getsize(m / RUN / "log.txt") == 5
+    wstore.put(f"{RUN}/shared.log", b"line-from-another-node\n")
+    wstore.put(f"{RUN}/rp.bin", b"ABCDEFGHIJ")
+    wstore.put(f"{RUN}/log.txt", b"AAAA\nBBBBBBBBBBBBBBBBBBBB\n")  # changed meanwhile
+    wstore.put(f"{RUN}/ck/step-2/theirs.bin", b"theirs")
+    wstore.settle()
+    # O_CREAT without O_TRUNC keeps the blob's bytes; O_APPEND goes at its real end
+    with open(m / RUN / "shared.log", "ab") as f:
+        f.write(b"appended-here\n")
+    assert store_get(wstore, f"{RUN}/shared.log") == \
+        b"line-from-another-node\nappended-here\n"
+    fd = os.open(m / RUN / "rp.bin", os.O_RDWR | os.O_CREAT)
+    os.pwrite(fd, b"z", 2)
+    os.close(fd)
+    assert store_get(wstore, f"{RUN}/rp.bin") == b"ABzDEFGHIJ"
+    fd = os.open(m / RUN / "log.txt", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"CC\n")
+    os.close(fd)
+    assert store_get(wstore, f"{RUN}/log.txt") == b"AAAA\nBBBBBBBBBBBBBBBBBBBB\nCC\n"
+    # a folder renamed onto one that holds blobs is refused, as rmdir is
+    os.makedirs(m / RUN / "ck/tmp-step-2")
+    (m / RUN / "ck/tmp-step-2/mine.bin").write_bytes(b"mine")
+    with pytest.raises(OSError) as e:
+        os.rename(m / RUN / "ck/tmp-step-2", m / RUN / "ck/step-2")
+    assert e.value.errno == errno.ENOTEMPTY
+    assert store_keys(wstore, f"{RUN}/ck/") == [f"{RUN}/ck/step-2/theirs.bin",
+                                                f"{RUN}/ck/tmp-step-2/mine.bin"]
+
+
+def test_open_for_writing_that_writes_nothing_changes_nothing(wstore, make_mount, tmp_path):
+    # touch(1) opens for writing and writes nothing: a registered version stays valid
+    body = os.urandom(3 * MiB + 5)
+    wstore.put(f"{RUN}/outputs/model.bin", body)
+    assert wstore.register("kept", f"{RUN}/outputs/") == 1
+    m = make_mount(wstore, "--writable")
+    target = m / RUN / "outputs/model.bin"
+    before = os.stat(target).st_mtime
+    subprocess.run(["touch", str(target)], check=True)
+    open(target, "r+b").close()
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT))
+    assert os.stat(target).st_mtime == before
+    wstore.settle()
+    ro = make_mount(wstore, cache_dir=tmp_path / "cache2", name="mnt2")
+    assert (ro / "models/kept/1/model.bin").read_bytes() == body
+
+
 def test_other_mounts_see_a_new_file_after_their_ttl(wstore, make_mount, tmp_path):
     wstore.put(f"{RUN}/a.txt", b"v1")
     other = make_mount(wstore, "--ttl", "1", cache_dir=tmp_path / "cache2", name="other")
