@@ -146,6 +146,45 @@ static void empty_tmp(const char *dir)
  * break the bound) is refused. The lock dies with the process that holds it, kill -9
  * included. The file names the holder, for the refusal's message.
  */
+/* Whether the mount point named in a holder's text ("the mount on PATH (pid N)") is
+ * still mounted. A holder whose mount is gone is a daemon on its way out. */
+static int holder_mounted(const char *who)
+{
+	const char *on = "the mount on ", *end = strstr(who, " (pid ");
+	char want[PATH_MAX], line[2 * PATH_MAX], point[PATH_MAX];
+	int found = 0;
+
+	if (strncmp(who, on, strlen(on)) != 0 || !end)
+		return 1;
+	snprintf(want, sizeof(want), "%.*s", (int)(end - who - strlen(on)), who + strlen(on));
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 1;
+	while (!found && fgets(line, sizeof(line), f)) {
+		/* ID PARENT MAJ:MIN ROOT POINT ...; POINT has \ooo for space and the like */
+		const char *p = line;
+		for (int field = 0; field < 4 && p; field++)
+			if ((p = strchr(p, ' ')))
+				p++;
+		if (!p)
+			continue;
+		size_t k = 0;
+		for (; *p && *p != ' ' && k + 1 < sizeof(point); p++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+			    p[3] >= '0' && p[3] <= '7') {
+				point[k++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 3;
+			} else {
+				point[k++] = *p;
+			}
+		}
+		point[k] = '\0';
+		found = strcmp(point, want) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 static int folder_lock(struct cache *c, char *err, size_t errlen)
 {
 	char path[PATH_MAX], who[256] = "";
@@ -157,6 +196,17 @@ static int folder_lock(struct cache *c, char *err, size_t errlen)
 		int e = errno;
 		snprintf(err, errlen, "cache folder %s: %s", c->dir, strerror(e));
 		return -e;
+	}
+	/* a daemon unmounted a moment ago may still be finishing: its lock goes with
+	 * it, so a mount right after umount waits for that (20 s at most) */
+	for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK &&
+			     waited < 400; waited++) {
+		ssize_t n = pread(fd, who, sizeof(who) - 1, 0);
+		who[n > 0 ? n : 0] = '\0';
+		who[strcspn(who, "\n")] = '\0';
+		if (!who[0] || holder_mounted(who))
+			break;
+		usleep(50 * 1000);
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno == EWOULDBLOCK ? EBUSY : errno;

@@ -14,6 +14,7 @@ import errno
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -218,6 +219,36 @@ def test_a_second_mount_over_a_used_cache_folder_is_refused(make_mount, tmp_path
     first.log_fh.close()
     second = make_mount(store, cache_dir=first.cache_dir, name="second")
     assert read(second / "runs/e/r/a.txt") == b"a\n"
+
+
+def test_a_mount_right_after_umount_waits_for_the_daemon_on_its_way_out(make_mount,
+                                                                        tmp_path):
+    """The lock of a daemon whose mount is gone (it is finishing) is waited for; the
+    lock of one whose mount is there refuses at once."""
+    import fcntl
+    store = LocalStore(tmp_path / "store")
+    store.put("runs/e/r/a.txt", b"a\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for point, late in ((tmp_path / "gone", True), ("/", False)):
+        fd = os.open(cache / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"the mount on {point} (pid 12345)\n".encode())
+        t0 = time.monotonic()
+        threading.Timer(1.0, os.close, (fd,)).start()
+        if late:
+            m = make_mount(store, cache_dir=cache)
+            assert time.monotonic() - t0 >= 0.9
+            assert read(m / "runs/e/r/a.txt") == b"a\n"
+            m.stop()
+        else:
+            (tmp_path / "other").mkdir()
+            p = run_cli("mount", store.url, tmp_path / "other", "--cache-dir", cache, "-f",
+                        check=False, store=store)
+            assert p.returncode == 2 and "in use by the mount on / (pid 12345)" in p.stderr
+            assert time.monotonic() - t0 < 0.9
+            time.sleep(1.2)
 
 
 def test_unmount_does_not_wait_out_a_stalled_store(proxy, via, make_mount):
