@@ -296,3 +296,37 @@ uint64_t blob_fnv(const void *p, size_t n, uint64_t h)
 		h = (h ^ b[i]) * 1099511628211ull;
 	return h;
 }
+
+int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstype,
+			size_t tsize)
+{
+	/* ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER; a
+	 * space, tab, newline or backslash in POINT is written \ooo */
+	const char *p = line;
+	size_t k = 0;
+
+	for (int field = 0; field < 4 && p; field++)
+		if ((p = strchr(p, ' ')))
+			p++;
+	if (!p || psize == 0)
+		return -1;
+	for (; *p && *p != ' ' && *p != '\n' && k + 1 < psize; p++) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			point[k++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 3;
+		} else {
+			point[k++] = *p;
+		}
+	}
+	point[k] = '\0';
+	const char *dash = strstr(p, " - ");
+	if (!dash)
+		return -1;
+	dash += 3;
+	size_t tlen = strcspn(dash, " \n");
+	if (tsize)
+		snprintf(fstype, tsize, "%.*s", (int)tlen, dash);
+	return 0;
+}
+

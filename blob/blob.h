@@ -349,6 +349,11 @@ void blob_list_clean(struct blob_list *l, const char *folder);
 #define BLOB_FNV_INIT 1469598103934665603ull
 uint64_t blob_fnv(const void *p, size_t n, uint64_t h);
 
+/* One line of /proc/self/mountinfo: its mount point (unescaped) and file system type
+ * ("fuse.artifactfs"). 0, or -1 for a line of another shape. */
+int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstype,
+			size_t tsize);
+
 /* Whether a key segment can be a file name: not empty, ".", "..", no '/', no
  * control character, at most NAME_MAX bytes. Cannot fail. */
 int blob_name_ok(const char *name, size_t len);

@@ -160,27 +160,9 @@ static int holder_mounted(const char *who)
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
 		return 1;
-	while (!found && fgets(line, sizeof(line), f)) {
-		/* ID PARENT MAJ:MIN ROOT POINT ...; POINT has \ooo for space and the like */
-		const char *p = line;
-		for (int field = 0; field < 4 && p; field++)
-			if ((p = strchr(p, ' ')))
-				p++;
-		if (!p)
-			continue;
-		size_t k = 0;
-		for (; *p && *p != ' ' && k + 1 < sizeof(point); p++) {
-			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
-			    p[3] >= '0' && p[3] <= '7') {
-				point[k++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-				p += 3;
-			} else {
-				point[k++] = *p;
-			}
-		}
-		point[k] = '\0';
-		found = strcmp(point, want) == 0;
-	}
+	while (!found && fgets(line, sizeof(line), f))
+		found = blob_mountinfo_line(line, point, sizeof(point), NULL, 0) == 0 &&
+			strcmp(point, want) == 0;
 	fclose(f);
 	return found;
 }

@@ -141,6 +141,34 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 	return 0;
 }
 
+/* "-ofsname=SOURCE,subtype=artifactfs[,ro]": SOURCE is url without a query, a
+ * fragment or a user:password@, with ',' and '\\' escaped for FUSE's parser. */
+static void fs_source_option(const char *url, int writable, char *out, size_t size)
+{
+	size_t n = strcspn(url, "?#"), k = 0;
+	const char *auth = strstr(url, "://"), *skip_from = NULL, *skip_to = NULL;
+
+	if (auth && (size_t)(auth - url) < n) {
+		auth += 3;
+		size_t alen = strcspn(auth, "/?#");
+		const char *at = memchr(auth, '@', alen);
+		if (at && memchr(auth, ':', (size_t)(at - auth))) {
+			skip_from = auth;
+			skip_to = at + 1;
+		}
+	}
+	k = (size_t)snprintf(out, size, "-ofsname=");
+	for (size_t i = 0; i < n && k + 3 < size; i++) {
+		if (skip_from && url + i >= skip_from && url + i < skip_to)
+			continue;
+		if (url[i] == ',' || url[i] == '\\')
+			out[k++] = '\\';
+		out[k++] = url[i];
+	}
+	out[k] = '\0';
+	snprintf(out + k, size - k, ",subtype=artifactfs%s", writable ? "" : ",ro");
+}
+
 static int open_store(const char *url, const struct blob_options *opt,
 		      struct blob_store **s)
 {
@@ -452,10 +480,12 @@ int fs_mount_main(int argc, char **argv)
 		fs_w_ops(&ops);
 	}
 
-	/* FUSE sees its own options only: ours were taken out by fuse_opt_parse */
-	if (fuse_opt_add_arg(&fargs, "artifactfs") < 0 ||
-	    fuse_opt_add_arg(&fargs, o.writable ? "-ofsname=artifactfs,subtype=artifactfs"
-					 : "-ofsname=artifactfs,subtype=artifactfs,ro") < 0 ||
+	/* FUSE sees its own options only: ours were taken out by fuse_opt_parse. The
+	 * mount's source is STORE as given (so mount -a knows an fstab line mounted),
+	 * without what may be a secret: a query (SAS), a fragment, a user:password@ */
+	char fsopt[PATH_MAX + 64];
+	fs_source_option(o.stores[0], o.writable, fsopt, sizeof(fsopt));
+	if (fuse_opt_add_arg(&fargs, "artifactfs") < 0 || fuse_opt_add_arg(&fargs, fsopt) < 0 ||
 	    (o.debug && fuse_opt_add_arg(&fargs, "-d") < 0)) {
 		fail("out of memory");
 		goto out;

@@ -14,6 +14,7 @@
  */
 #include "fs.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,10 +31,20 @@
 #define PF_JOBS 8
 #define PF_BUF (1u << 20)
 #define PF_DEPTH 256
+#define PF_MOUNTS 16
+
+/* A mount the paths are on, and the bytes of them on it. */
+struct pf_mount {
+	char root[PATH_MAX];
+	uint64_t total;
+	uint64_t evicted;		/* the cache's evictions before the reads */
+};
 
 struct pf_file {
 	char *path;
+	char *real;			/* its path with links resolved: one read per file */
 	uint64_t size;
+	size_t mount;			/* in the mounts it is on */
 };
 
 struct pf {
@@ -78,9 +89,17 @@ static int add(struct pf *p, const char *path, uint64_t size)
 		p->files = nf;
 		p->cap = cap;
 	}
-	if (!(p->files[p->n].path = strdup(path)))
+	char real[PATH_MAX];
+	struct pf_file *f = &p->files[p->n];
+	f->path = strdup(path);
+	f->real = strdup(realpath(path, real) ? real : path);
+	if (!f->path || !f->real) {
+		free(f->path);
+		free(f->real);
 		return -ENOMEM;
-	p->files[p->n++].size = size;
+	}
+	f->size = size;
+	p->n++;
 	p->total += size;
 	return 0;
 }
@@ -102,7 +121,11 @@ static int walk(struct pf *p, const char *dir, int depth)
 		struct stat st;
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path))
+		size_t dl = strlen(dir);
+		while (dl > 1 && dir[dl - 1] == '/')
+			dl--;
+		if ((size_t)snprintf(path, sizeof(path), "%.*s/%s", (int)dl, dir, e->d_name) >=
+		    sizeof(path))
 			continue;
 		if (lstat(path, &st) < 0) {
 			fprintf(stderr, "prefetch: %s: %s\n", path, strerror(errno));
@@ -115,6 +138,86 @@ static int walk(struct pf *p, const char *dir, int depth)
 	}
 	closedir(d);
 	return bad;
+}
+
+static int by_real(const void *a, const void *b)
+{
+	return strcmp(((const struct pf_file *)a)->real, ((const struct pf_file *)b)->real);
+}
+
+/* Drops the files named twice (by overlapping paths, or through links). */
+static void dedupe(struct pf *p)
+{
+	size_t k = 0;
+
+	if (p->n)
+		qsort(p->files, p->n, sizeof(*p->files), by_real);
+	p->total = 0;
+	for (size_t i = 0; i < p->n; i++) {
+		if (k && strcmp(p->files[k - 1].real, p->files[i].real) == 0) {
+			free(p->files[i].path);
+			free(p->files[i].real);
+			continue;
+		}
+		p->files[k++] = p->files[i];
+		p->total += p->files[i].size;
+	}
+	p->n = k;
+}
+
+/* The root of the artifactfs mount path is on: 0, or -1 when it is on none. */
+static int mount_root(const char *path, char *root, size_t size)
+{
+	char real[PATH_MAX], line[2 * PATH_MAX + 256], point[PATH_MAX], type[64];
+	size_t best = 0;
+	int ours = 0;
+
+	if (!realpath(path, real))
+		return -1;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (blob_mountinfo_line(line, point, sizeof(point), type, sizeof(type)) < 0)
+			continue;
+		size_t n = strlen(point);
+		int under = strcmp(point, "/") == 0 ||
+			    (strncmp(real, point, n) == 0 && (real[n] == '/' || real[n] == '\0'));
+		if (under && n >= best) {
+			best = n;
+			ours = strcmp(type, "fuse.artifactfs") == 0;
+			snprintf(root, size, "%s", point);
+		}
+	}
+	fclose(f);
+	return ours ? 0 : -1;
+}
+
+/* The cache's bound, bytes on disk and evictions so far, from the mount's control
+ * file: 0 or -1. */
+static int cache_figures(const char *root, uint64_t *bound, uint64_t *disk, uint64_t *evicted)
+{
+	char path[PATH_MAX + 32], buf[16384];
+	snprintf(path, sizeof(path), "%s/.artifactfs-stats", root);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	cJSON *o = cJSON_Parse(buf);
+	const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "cache");
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(c, "bound_bytes");
+	const cJSON *d = cJSON_GetObjectItemCaseSensitive(c, "disk_bytes");
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(c, "evictions");
+	int ret = cJSON_IsNumber(b) && cJSON_IsNumber(d) && cJSON_IsNumber(e) ? 0 : -1;
+	if (ret == 0) {
+		*bound = (uint64_t)b->valuedouble;
+		*disk = (uint64_t)d->valuedouble;
+		*evicted = (uint64_t)e->valuedouble;
+	}
+	cJSON_Delete(o);
+	return ret;
 }
 
 static void progress(struct pf *p, int last)
@@ -206,6 +309,8 @@ static void *worker(void *arg)
 int fs_prefetch_main(int argc, char **argv)
 {
 	struct pf p = { 0 };
+	struct pf_mount mounts[PF_MOUNTS];
+	size_t nmounts = 0;
 	unsigned jobs = PF_JOBS;
 	int bad = 0, npaths = 0;
 
@@ -227,14 +332,54 @@ int fs_prefetch_main(int argc, char **argv)
 			return 2;
 		}
 		struct stat st;
+		char root[PATH_MAX];
 		npaths++;
 		if (stat(argv[i], &st) < 0) {
 			fprintf(stderr, "prefetch: %s: %s\n", argv[i], strerror(errno));
 			bad = 1;
-		} else if (S_ISDIR(st.st_mode)) {
+			continue;
+		}
+		if (mount_root(argv[i], root, sizeof(root)) < 0) {
+			fprintf(stderr, "prefetch: %s: not on an artifactfs mount\n", argv[i]);
+			bad = 1;
+			continue;
+		}
+		size_t m = 0;
+		while (m < nmounts && strcmp(mounts[m].root, root) != 0)
+			m++;
+		if (m == nmounts && nmounts == PF_MOUNTS) {
+			fprintf(stderr, "prefetch: %s: more than %d mounts at once\n", argv[i],
+				PF_MOUNTS);
+			bad = 1;
+			continue;
+		}
+		if (m == nmounts) {
+			snprintf(mounts[m].root, sizeof(mounts[m].root), "%s", root);
+			mounts[nmounts++].total = 0;
+		}
+		size_t first = p.n;
+		if (S_ISDIR(st.st_mode))
 			bad |= walk(&p, argv[i], 0);
-		} else if (S_ISREG(st.st_mode)) {
+		else if (S_ISREG(st.st_mode))
 			bad |= add(&p, argv[i], (uint64_t)st.st_size) < 0;
+		for (size_t k = first; k < p.n; k++)
+			p.files[k].mount = m;
+	}
+	dedupe(&p);
+	for (size_t k = 0; k < p.n; k++)
+		mounts[p.files[k].mount].total += p.files[k].size;
+	/* what cannot fit in a mount's cache cannot all be there afterwards */
+	for (size_t m = 0; m < nmounts; m++) {
+		uint64_t bound, disk;
+		char need[32], has[32];
+		mounts[m].evicted = UINT64_MAX;
+		if (cache_figures(mounts[m].root, &bound, &disk, &mounts[m].evicted) == 0 &&
+		    mounts[m].total > bound) {
+			human(mounts[m].total, need, sizeof(need));
+			human(bound, has, sizeof(has));
+			fprintf(stderr, "prefetch: %s: %s do not fit in its cache (bound %s)\n",
+				mounts[m].root, need, has);
+			bad = 1;
 		}
 	}
 	if (npaths == 0) {
@@ -270,8 +415,25 @@ int fs_prefetch_main(int argc, char **argv)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	progress(&p, 1);
-	for (size_t i = 0; i < p.n; i++)
+	/* the bytes read must still be there: a cache that had to evict as it filled
+	 * and now holds fewer bytes than were read has lost some of them */
+	for (size_t m = 0; m < nmounts; m++) {
+		uint64_t bound, disk, evicted;
+		char need[32], has[32];
+		if (cache_figures(mounts[m].root, &bound, &disk, &evicted) == 0 &&
+		    evicted > mounts[m].evicted && disk < mounts[m].total &&
+		    mounts[m].total <= bound) {
+			human(mounts[m].total, need, sizeof(need));
+			human(disk, has, sizeof(has));
+			fprintf(stderr, "prefetch: %s: %s were read but its cache holds %s: not "
+				"every byte stayed\n", mounts[m].root, need, has);
+			bad = 1;
+		}
+	}
+	for (size_t i = 0; i < p.n; i++) {
 		free(p.files[i].path);
+		free(p.files[i].real);
+	}
 	free(p.files);
 	pthread_mutex_destroy(&p.lock);
 	return bad || p.failed ? 1 : 0;

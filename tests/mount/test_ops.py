@@ -75,8 +75,10 @@ def test_fstab_line_mounts_with_options_and_env_file(azurite, tmp_path, helper_i
         assert p.returncode == 0, p.stderr
         assert is_mounted(mnt)
         assert (mnt / "runs/e/r/m.bin").read_bytes() == b"through fstab"
-        opts = [ln.split()[3] for ln in open("/proc/self/mounts") if ln.split()[1] == str(mnt)]
-        assert "allow_other" in opts[0].split(","), opts  # an option went through
+        mounts = [ln.split() for ln in open("/proc/self/mounts") if ln.split()[1] == str(mnt)]
+        assert "allow_other" in mounts[0][3].split(","), mounts  # an option went through
+        # the source is the fstab line's, so mount(8) knows the line is mounted
+        assert mounts[0][0] == store.url and mounts[0][2] == "fuse.artifactfs", mounts
     finally:
         u = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
     assert u.returncode == 0, u.stderr
@@ -86,8 +88,14 @@ def test_fstab_line_mounts_with_options_and_env_file(azurite, tmp_path, helper_i
     p = subprocess.run(["mount", "-T", str(fstab), str(mnt)], capture_output=True, text=True,
                        env=run_env, timeout=60)
     assert p.returncode != 0 and "readable by root only" in p.stderr and not is_mounted(mnt)
-    # -f (fake) does nothing
+    # the daemon's own refusal is a mount failure to mount(8): 32, one line
     env.chmod(0o600)
+    bad = tmp_path / "fstab.bad"
+    bad.write_text(fstab.read_text().replace("ttl=30", "ttl=soon"))
+    p = subprocess.run(["mount", "-T", str(bad), str(mnt)], capture_output=True, text=True,
+                       env=run_env, timeout=60)
+    assert p.returncode == 32 and "ttl" in p.stderr and not is_mounted(mnt), p
+    # -f (fake) does nothing
     p = subprocess.run(["mount", "-f", "-T", str(fstab), str(mnt)], capture_output=True,
                        text=True, env=run_env, timeout=60)
     assert p.returncode == 0 and not is_mounted(mnt)

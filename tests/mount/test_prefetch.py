@@ -98,6 +98,21 @@ def test_bad_usage(make_mount, tmp_path):
     assert p.returncode == 2 and "--jobs" in p.stderr
 
 
+def test_what_is_not_on_a_mount_or_cannot_stay_in_its_cache_fails(make_mount, tmp_path):
+    store = conftest.LocalStore(tmp_path / "store")
+    store.put("runs/e/r/big.bin", os.urandom(12 * MiB))
+    store.put("runs/e/r/small.bin", b"small")
+    rc, err = prefetch(store.root / "runs/e/r/small.bin")  # the store's own folder
+    assert rc == 1 and f"{store.root}/runs/e/r/small.bin: not on an artifactfs mount" in err
+    m = make_mount(store, "--cache-size", "8M")
+    rc, err = prefetch(m / "runs/e/r")
+    assert rc == 1, err
+    assert f"prefetch: {m.path}: 12.0 MiB do not fit in its cache (bound 8.0 MiB)" in err, err
+    # overlapping paths count each file once
+    rc, err = prefetch(m / "runs/e/r/small.bin", m / "runs/e/r/small.bin", m / "runs/e/r/..")
+    assert rc == 1 and "prefetch: 2 files, 12.0 MiB" in err, err
+
+
 def test_register_shows_progress_while_it_hashes(tmp_path):
     store = conftest.LocalStore(tmp_path / "store")
     store.put("runs/e/r/big.bin", os.urandom(70 * MiB))
