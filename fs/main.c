@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "fs.h"
+#include "../blob/proxy.h"
 #include "fs_private.h"
 #include "registry.h"
 #include "../blob/log.h"
@@ -43,10 +44,13 @@ static const char usage[] =
 	"                                                of a mount (then they read offline)\n"
 	"       artifactfs stats MOUNTPOINT [--json]     cache, store and upload figures\n"
 	"       artifactfs --help | --version\n"
+	"       mount MOUNTPOINT                         from an fstab line of type artifactfs\n"
+	"                                                (credentials: -o env_file=FILE, root's)\n"
+	"       fusermount3 -u MOUNTPOINT (or umount)    unmount\n"
 	"\n"
 	"Mounts the training runs and registered models of a blob store as one read-through\n"
 	"cached tree: MOUNT/runs/<experiment>/<run>/..., MOUNT/models/<name>/<version>/...,\n"
-	"MOUNT/models/<name>/latest and one symlink per alias. Unmount with fusermount3 -u.\n"
+	"MOUNT/models/<name>/latest and one symlink per alias.\n"
 	"\n"
 	"STORE: file:///abs/path (a local folder),\n"
 	"       wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX,\n"
@@ -70,7 +74,9 @@ static const char usage[] =
 	"  --ttl SECONDS       refresh of listings, registry and aliases (default 60)\n"
 	"  --timeout SECONDS   deadline of one store operation, retries included (default 60)\n"
 	"  --insecure          do not verify TLS certificates (also for register and alias)\n"
-	"  --metrics ADDR:PORT serve Prometheus metrics on http://ADDR:PORT/metrics\n"
+	"  --metrics ADDR:PORT serve Prometheus metrics on http://ADDR:PORT/metrics (ADDR:\n"
+	"                      an address or name; empty for every interface)\n"
+	"  --chunk-size SIZE   bytes per cached chunk and ranged read (default 8M)\n"
 	"  --ca-file FILE      trusted CAs (PEM) for the store (also for register and alias;\n"
 	"                      else the store's variable, CURL_CA_BUNDLE, SSL_CERT_FILE)\n"
 	"  --proxy LIST        read versions' bytes through caching proxies, CernVM-FS's\n"
@@ -167,6 +173,43 @@ static void fs_source_option(const char *url, int writable, char *out, size_t si
 	}
 	out[k] = '\0';
 	snprintf(out + k, size - k, ",subtype=artifactfs%s", writable ? "" : ",ro");
+}
+
+/* fuse_new, with what libfuse says on stderr about bad options kept for the one line
+ * of the refusal (why; its "fuse: " and line ends dropped) instead of printed apart. */
+static struct fuse *new_fuse(struct fuse_args *fargs, const struct fuse_operations *ops,
+			     struct fs *fs, char *why, size_t size)
+{
+	FILE *tmp = tmpfile();
+	int saved = tmp ? dup(2) : -1;
+	struct fuse *f;
+
+	fflush(stderr);
+	if (saved >= 0 && dup2(fileno(tmp), 2) < 0) {
+		close(saved);
+		saved = -1;
+	}
+	f = fuse_new(fargs, ops, sizeof(*ops), fs);
+	fflush(stderr);
+	if (saved >= 0) {
+		dup2(saved, 2);
+		close(saved);
+	}
+	if (tmp) {
+		char said[512];
+		size_t n;
+		rewind(tmp);
+		n = fread(said, 1, sizeof(said) - 1, tmp);
+		said[n] = '\0';
+		fclose(tmp);
+		if (f) {
+			fputs(said, stderr); /* not about a refusal: as it was */
+		} else {
+			const char *p = strncmp(said, "fuse: ", 6) == 0 ? said + 6 : said;
+			snprintf(why, size, "%.*s", (int)strcspn(p, "\n"), p);
+		}
+	}
+	return f;
 }
 
 static int open_store(const char *url, const struct blob_options *opt,
@@ -425,6 +468,10 @@ int fs_mount_main(int argc, char **argv)
 		}
 		cc.chunk_size = (uint32_t)cs;
 	}
+	if (o.ca_file && access(o.ca_file, R_OK) < 0) {
+		fail("--ca-file %s: %s", o.ca_file, strerror(errno));
+		goto out;
+	}
 	log_setup(o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO, 0);
 	if (stat(o.stores[1], &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fail("mountpoint %s: %s", o.stores[1],
@@ -435,9 +482,18 @@ int fs_mount_main(int argc, char **argv)
 		fail("%s", err);
 		goto out;
 	}
-	if (o.proxy && strcmp(store->ops->name, "azure") != 0 && !blob_is_mlflow(store))
+	if (o.proxy && strcmp(store->ops->name, "azure") != 0 && !blob_is_mlflow(store)) {
+		/* not used here, but a bad list is a mistake to say now, not at the next
+		 * store it is meant for */
+		struct blob_proxies *px = NULL;
+		if (blob_proxies_parse(o.proxy, NULL, &px, err, sizeof(err)) < 0) {
+			fail("%s", err);
+			goto out;
+		}
+		blob_proxies_free(px);
 		LOG_WARN("--proxy is for Azure stores (and MLflow artifacts kept in Azure); this "
 			 "%s store is read directly", store->ops->name);
+	}
 	cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
 	if (cache_dir && cache_dir[0] != '/') {
 		/* the daemon works from "/": keep the folder the user meant */
@@ -495,9 +551,10 @@ int fs_mount_main(int argc, char **argv)
 			fail("out of memory");
 			goto out;
 		}
-	fuse = fuse_new(&fargs, &ops, sizeof(ops), fs);
+	char why[256] = "";
+	fuse = new_fuse(&fargs, &ops, fs, why, sizeof(why));
 	if (!fuse) {
-		fail("bad FUSE options");
+		fail("bad FUSE options%s%s", why[0] ? ": " : "", why);
 		goto out;
 	}
 	if (fuse_mount(fuse, o.stores[1]) != 0) {

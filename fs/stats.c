@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,12 +93,12 @@ char *fs_stats_json(struct fs *fs)
 	cJSON_AddNumberToObject(l, "p50", quantile(&f.s, 0.5));
 	cJSON_AddNumberToObject(l, "p90", quantile(&f.s, 0.9));
 	cJSON_AddNumberToObject(l, "p99", quantile(&f.s, 0.99));
-	if (f.writable) {
-		cJSON *u = cJSON_AddObjectToObject(o, "uploads");
-		cJSON_AddNumberToObject(u, "done", (double)f.c.uploads);
-		cJSON_AddNumberToObject(u, "failed", (double)f.c.upload_failures);
-		cJSON_AddNumberToObject(u, "bytes", (double)f.c.uploaded_bytes);
-	}
+	/* the same fields on every mount (zeros where nothing is written) */
+	cJSON *u = cJSON_AddObjectToObject(o, "uploads");
+	cJSON_AddBoolToObject(u, "writable", f.writable);
+	cJSON_AddNumberToObject(u, "done", (double)f.c.uploads);
+	cJSON_AddNumberToObject(u, "failed", (double)f.c.upload_failures);
+	cJSON_AddNumberToObject(u, "bytes", (double)f.c.uploaded_bytes);
 	text = cJSON_Print(o);
 	cJSON_Delete(o);
 	if (text) {
@@ -165,12 +166,18 @@ char *fs_stats_prometheus(struct fs *fs)
 	       "Bytes fetched from the store into the cache.", (double)f.c.fetched_bytes);
 	metric(&b, "artifactfs_served_bytes_total", "counter",
 	       "Bytes read from files through the cache.", (double)f.c.served_bytes);
+	metric(&b, "artifactfs_cache_fetches_total", "counter",
+	       "Fetches from the store into the cache (a chunk, or a whole file).",
+	       (double)f.c.fetches);
 	metric(&b, "artifactfs_cache_chunks", "gauge", "Chunk files on disk.",
 	       (double)f.c.chunks);
 	metric(&b, "artifactfs_cache_disk_bytes", "gauge", "Bytes of chunk files on disk.",
 	       (double)f.c.disk_bytes);
 	metric(&b, "artifactfs_cache_bound_bytes", "gauge", "The bound on the cache (--cache-size).",
 	       (double)f.c.max_bytes);
+	metric(&b, "artifactfs_cache_memory_bytes", "gauge",
+	       "Bytes of chunks held in memory (fetched, not yet on disk or being read).",
+	       (double)f.c.mem_bytes);
 	metric(&b, "artifactfs_cache_evictions_total", "counter",
 	       "Chunk files evicted to stay within the bound.", (double)f.c.evicted);
 	metric(&b, "artifactfs_cache_damaged_total", "counter",
@@ -209,14 +216,14 @@ char *fs_stats_prometheus(struct fs *fs)
 	}
 	put(&b, "artifactfs_store_operation_duration_seconds_sum %.17g\n"
 		"artifactfs_store_operation_duration_seconds_count %" PRIu64 "\n", f.s.lat_sum_s, acc);
-	if (f.writable) {
-		metric(&b, "artifactfs_uploads_total", "counter", "Files uploaded to the store.",
-		       (double)f.c.uploads);
-		metric(&b, "artifactfs_upload_failures_total", "counter", "Uploads that failed.",
-		       (double)f.c.upload_failures);
-		metric(&b, "artifactfs_uploaded_bytes_total", "counter", "Bytes uploaded.",
-		       (double)f.c.uploaded_bytes);
-	}
+	metric(&b, "artifactfs_writable", "gauge", "1 when runs/ takes writes (--writable).",
+	       f.writable ? 1 : 0);
+	metric(&b, "artifactfs_uploads_total", "counter", "Files uploaded to the store.",
+	       (double)f.c.uploads);
+	metric(&b, "artifactfs_upload_failures_total", "counter", "Uploads that failed.",
+	       (double)f.c.upload_failures);
+	metric(&b, "artifactfs_uploaded_bytes_total", "counter", "Bytes uploaded.",
+	       (double)f.c.uploaded_bytes);
 	if (b.bad) {
 		free(b.p);
 		return NULL;
@@ -271,31 +278,43 @@ int fs_metrics_parse(const char *addr, struct sockaddr_storage *out, char *err, 
 	char *end;
 
 	memset(out, 0, sizeof(*out));
-	if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host))
+	if (!colon || (size_t)(colon - addr) >= sizeof(host))
 		goto bad;
 	long port = strtol(colon + 1, &end, 10);
-	if (*end || port <= 0 || port > 65535)
+	if (!colon[1] || *end || port <= 0 || port > 65535)
 		goto bad;
 	memcpy(host, addr, (size_t)(colon - addr));
 	host[colon - addr] = '\0';
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
-		host[strlen(host) - 1] = '\0';
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
-			goto bad;
+	if (!host[0]) {
+		/* ":PORT": every interface */
+		struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		a4->sin_addr.s_addr = htonl(INADDR_ANY);
 		return 0;
 	}
-	struct sockaddr_in *a4 = (struct sockaddr_in *)out;
-	a4->sin_family = AF_INET;
-	a4->sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	/* an address, or a name (localhost, the node's own): its first address */
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai)
+		goto bad;
+	if (ai->ai_addrlen <= sizeof(*out))
+		memcpy(out, ai->ai_addr, ai->ai_addrlen);
+	int family = ai->ai_family;
+	freeaddrinfo(ai);
+	if (family == AF_INET)
+		((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+	else if (family == AF_INET6)
+		((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+	else
 		goto bad;
 	return 0;
 bad:
-	snprintf(err, errlen, "bad --metrics '%.100s' (expected ADDR:PORT, e.g. 127.0.0.1:9310 "
-		 "or [::1]:9310)", addr);
+	snprintf(err, errlen, "bad --metrics '%.100s' (expected ADDR:PORT, e.g. 127.0.0.1:9310, "
+		 "[::1]:9310, localhost:9310 or :9310 for every interface)", addr);
 	return -EINVAL;
 }
 
@@ -415,7 +434,8 @@ int fs_stats_main(int argc, char **argv)
 		printf("%-10s p50 %g s, p90 %g s, p99 %g s\n", "latency",
 		       num(r, "latency_seconds", "p50"), num(r, "latency_seconds", "p90"),
 		       num(r, "latency_seconds", "p99"));
-		if (cJSON_GetObjectItemCaseSensitive(o, "uploads"))
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+			    cJSON_GetObjectItemCaseSensitive(o, "uploads"), "writable")))
 			printf("%-10s %.0f done, %.0f failed, %s\n", "uploads",
 			       num(o, "uploads", "done"), num(o, "uploads", "failed"),
 			       human(num(o, "uploads", "bytes"), a, sizeof(a)));

@@ -21,7 +21,7 @@ def test_stats_and_metrics_follow_a_cold_and_a_warm_read(tmp_path, make_mount):
     data = os.urandom(20 * MiB + 7)
     store.put("runs/e/r/ck.bin", data)
     port = free_port()
-    m = make_mount(store, "--metrics", f"127.0.0.1:{port}")
+    m = make_mount(store, "--metrics", f":{port}")  # every interface
     assert ".artifactfs-stats" not in os.listdir(m.path)
     before = stats(m)
     assert before["cache"]["misses"] == 0 and before["cache"]["fetched_bytes"] == 0
@@ -37,6 +37,13 @@ def test_stats_and_metrics_follow_a_cold_and_a_warm_read(tmp_path, make_mount):
     p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert b"\nartifactfs_cache_fetched_bytes_total " in text
+    # the same figures in both, uploads too (zeros: this mount is read-only)
+    assert cold["uploads"] == {"writable": False, "done": 0, "failed": 0, "bytes": 0}
+    names = {ln.split()[0].split("{")[0] for ln in text.decode().splitlines()
+             if ln and not ln.startswith("#")}
+    for name in ("artifactfs_cache_memory_bytes", "artifactfs_cache_fetches_total",
+                 "artifactfs_uploads_total", "artifactfs_writable"):
+        assert name in names, name
     line = [ln for ln in text.decode().splitlines()
             if ln.startswith("artifactfs_served_bytes_total ")][0]
     assert float(line.split()[1]) >= len(data)
