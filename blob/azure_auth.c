@@ -363,7 +363,9 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 	size_t hostlen;
 	int vhost, ret = -EINVAL;
 
+	char shown[256];
 	memset(out, 0, sizeof(*out));
+	blob_url_shown(url, shown, sizeof(shown)); /* no password in a message */
 	if (strpbrk(url, "?#")) {
 		/* never echo a query: it may hold a SAS signature */
 		snprintf(err, errlen, "bad store URL: put a SAS token in AZURE_STORAGE_SAS_TOKEN, "
@@ -376,8 +378,8 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 		rest = url + (url[4] == 's' ? 8 : 7);
 		const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
 		if (!at || (slash && slash < at)) {
-			snprintf(err, errlen, "bad store URL '%.200s' (expected "
-				 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX)", url);
+			snprintf(err, errlen, "bad store URL '%s' (expected "
+				 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX)", shown);
 			goto out;
 		}
 		out->container = dup_n(rest, (size_t)(at - rest));
@@ -395,19 +397,19 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 		const char *dot = memchr(host, '.', hostlen);
 		vhost = dot && (size_t)(host + hostlen - dot) > 6 && strncmp(dot, ".blob.", 6) == 0;
 	} else {
-		snprintf(err, errlen, "bad store URL '%.200s'", url);
+		snprintf(err, errlen, "bad store URL '%s'", shown);
 		goto out;
 	}
 	if (hostlen == 0 || memchr(host, '?', hostlen) || memchr(host, '@', hostlen)) {
-		snprintf(err, errlen, "bad store URL '%.200s': no host", url);
+		snprintf(err, errlen, "bad store URL '%s': no host", shown);
 		goto out;
 	}
 	const char *p = path ? path + 1 : "";
 	if (vhost) {
 		const char *dot = memchr(host, '.', hostlen);
 		if (!dot || dot == host) {
-			snprintf(err, errlen, "bad store URL '%.200s' (expected "
-				 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX)", url);
+			snprintf(err, errlen, "bad store URL '%s' (expected "
+				 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX)", shown);
 			goto out;
 		}
 		out->account = dup_n(host, (size_t)(dot - host));
@@ -417,8 +419,8 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 		const char *slash = strchr(p, '/');
 		size_t alen = slash ? (size_t)(slash - p) : strlen(p);
 		if (alen == 0) {
-			snprintf(err, errlen, "bad store URL '%.200s' (expected "
-				 "http://HOST:PORT/ACCOUNT/CONTAINER/PREFIX)", url);
+			snprintf(err, errlen, "bad store URL '%s' (expected "
+				 "http://HOST:PORT/ACCOUNT/CONTAINER/PREFIX)", shown);
 			goto out;
 		}
 		out->account = dup_n(p, alen);
@@ -439,13 +441,13 @@ int azure_url_parse(const char *url, struct azure_url *out, char *err, size_t er
 		goto out;
 	}
 	if (!container_ok(out->container, strlen(out->container))) {
-		snprintf(err, errlen, "bad store URL '%.200s': '%.64s' is not a container name "
-			 "(3-63 of a-z, 0-9, -)", url, out->container);
+		snprintf(err, errlen, "bad store URL '%s': '%.64s' is not a container name "
+			 "(3-63 of a-z, 0-9, -)", shown, out->container);
 		goto out;
 	}
 	for (const char *a = out->account; *a || a == out->account; a++)
 		if (!isalnum((unsigned char)*a)) {
-			snprintf(err, errlen, "bad store URL '%.200s': bad account name", url);
+			snprintf(err, errlen, "bad store URL '%s': bad account name", shown);
 			goto out;
 		}
 	/* PREFIX: the rest, without leading or trailing '/', then one '/' */

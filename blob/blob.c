@@ -29,12 +29,13 @@ int blob_open(const char *url, const struct blob_options *opt, struct blob_store
 	if (strncmp(url, "wasbs://", 8) == 0 || strncmp(url, "wasb://", 7) == 0 ||
 	    strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0)
 		return blob_azure_open(url, opt, out, err, errlen);
-	/* never echo a query: it may hold a SAS signature */
-	snprintf(err, errlen, "unsupported store URL '%.*s' (expected file:///abs/path, "
+	/* never echo a query (a SAS signature) or a password */
+	char shown[256];
+	blob_url_shown(url, shown, sizeof(shown));
+	snprintf(err, errlen, "unsupported store URL '%s' (expected file:///abs/path, "
 		 "wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PREFIX, "
 		 "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX, s3://BUCKET/PREFIX or "
-		 "mlflow+https://HOST[:PORT][/PATH])",
-		 (int)(strcspn(url, "?#") < 200 ? strcspn(url, "?#") : 200), url);
+		 "mlflow+https://HOST[:PORT][/PATH])", shown);
 	return -EINVAL;
 }
 
@@ -328,5 +329,33 @@ int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstyp
 	if (tsize)
 		snprintf(fstype, tsize, "%.*s", (int)tlen, dash);
 	return 0;
+}
+
+void blob_url_shown(const char *url, char *out, size_t size)
+{
+	size_t n = strcspn(url, "?#"), k = 0;
+	const char *auth = strstr(url, "://");
+	const char *from = NULL, *to = NULL;
+
+	if (auth && (size_t)(auth - url) < n && strncmp(url, "wasb", 4) != 0) {
+		auth += 3;
+		const char *at = memchr(auth, '@', strcspn(auth, "/?#"));
+		if (at) {
+			from = auth;
+			to = at;
+		}
+	}
+	if (size == 0)
+		return;
+	for (size_t i = 0; i < n && k < 200 && k + 4 < size; i++) {
+		if (from && url + i == from) {
+			memcpy(out + k, "***", 3);
+			k += 3;
+		}
+		if (from && url + i >= from && url + i < to)
+			continue;
+		out[k++] = url[i];
+	}
+	out[k] = '\0';
 }
 

@@ -349,6 +349,11 @@ void blob_list_clean(struct blob_list *l, const char *folder);
 #define BLOB_FNV_INIT 1469598103934665603ull
 uint64_t blob_fnv(const void *p, size_t n, uint64_t h);
 
+/* url as error messages may show it: without a query or fragment (a SAS signature)
+ * and with user info, but for wasb(s)'s CONTAINER@, as "***" (a password, a token);
+ * at most 200 bytes of it. */
+void blob_url_shown(const char *url, char *out, size_t size);
+
 /* One line of /proc/self/mountinfo: its mount point (unescaped) and file system type
  * ("fuse.artifactfs"). 0, or -1 for a line of another shape. */
 int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstype,

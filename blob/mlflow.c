@@ -896,9 +896,10 @@ int blob_mlflow_open(const char *url, const struct blob_options *opt, struct blo
 	if (strpbrk(url, "?#@") || !host || hlen == 0 ||
 	    (strncmp(rest, "http://", 7) != 0 && strncmp(rest, "https://", 8) != 0)) {
 		/* never echo a query or user info: they may hold a secret */
-		snprintf(err, errlen, "bad store URL '%.*s' (expected mlflow+http(s)://HOST[:PORT][/PATH]; "
-			 "credentials go in MLFLOW_TRACKING_* variables)",
-			 (int)(strcspn(url, "?#@") < 200 ? strcspn(url, "?#@") : 200), url);
+		char shown[256];
+		blob_url_shown(url, shown, sizeof(shown));
+		snprintf(err, errlen, "bad store URL '%s' (expected mlflow+http(s)://HOST[:PORT]"
+			 "[/PATH]; credentials go in MLFLOW_TRACKING_* variables)", shown);
 		ret = -EINVAL;
 		goto fail;
 	}

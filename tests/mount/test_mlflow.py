@@ -325,6 +325,11 @@ def test_credentials(tmp_path, make_mount):
             assert len(lines) == 1 and "refused access" in lines[0] and source in lines[0], lines
             for secret in ("wrong-pw", "tok-123", "s3cret-pw"):
                 assert secret not in p.stderr
+        # credentials in the URL are refused, and not repeated back
+        url = "mlflow+" + s.url.replace("://", "://ml:s3cret-pw@")
+        p = run_cli("mount", url, tmp_path / "m2", check=False)
+        assert p.returncode == 2 and "MLFLOW_TRACKING_" in p.stderr, p.stderr
+        assert "s3cret-pw" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
     finally:
         s.stop()
 
