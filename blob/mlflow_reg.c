@@ -357,6 +357,15 @@ static int record_text(struct blob_mlflow *s, const char *name, int version, cha
 	ret = ml_version_loc(s, name, version, &loc);
 	if (ret < 0)
 		return ret;
+	if (loc.kind == ML_LOC_OTHER || loc.kind == ML_LOC_RUN) {
+		/* for good: this version is left out, the others are shown */
+		LOG_WARN("model %s version %d: its artifacts are at '%.*s', in a store this "
+			 "mount cannot read (it reads file, wasbs, https Azure, s3 and "
+			 "mlflow-artifacts locations); not shown", name, version,
+			 (int)strcspn(loc.root ? loc.root : "?", "?#"), loc.root ? loc.root : "?");
+		ml_loc_release(&loc);
+		return -EBADMSG;
+	}
 	struct walk wk = { .s = s, .loc = &loc, .files = cJSON_CreateArray() };
 	snprintf(wk.tag, sizeof(wk.tag), "v%d", version);
 	wk.mtime.tv_sec = (time_t)(created_ms / 1000);

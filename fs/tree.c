@@ -267,6 +267,12 @@ static int model_refresh(struct fs *fs, struct fs_model *m)
 			ret = cache_record(fs->cache, key, 1, &text, &len);
 			if (ret == -ENOENT)
 				continue; /* deleted since the listing */
+			if (ret == -EBADMSG) {
+				/* a version the store cannot make a record of (said) */
+				text = NULL;
+				len = 0;
+				goto refuse;
+			}
 			if (ret == -EFBIG) {
 				LOG_WARN("registry record of model %s version %d is too large; "
 					 "skipped", m->name, v);

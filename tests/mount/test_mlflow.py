@@ -272,6 +272,17 @@ def test_aliases_move_after_the_ttl_and_versions_stay(proxied, make_mount):
     wait_for(lambda: os.path.isdir(m / f"models/pt-dnn/{v5}"), 10, "the version once READY")
     assert os.readlink(m / "models/pt-dnn/next") == v5
     assert os.readlink(m / "models/pt-dnn/latest") == v5
+    # one in a store the mount cannot read is left out (said once); the rest stay
+    m.expect_log(r"model pt-dnn version 6: its artifacts are at 'gs://bkt/some/model'")
+    v6 = c.create_model_version("pt-dnn", "gs://bkt/some/model")
+    v7 = c.create_model_version("pt-dnn", f"{t['runs'][rid][1]}/outputs", run_id=rid)
+    wait_for(lambda: os.path.isdir(m / f"models/pt-dnn/{v7}"), 10, "the version after it")
+    assert v6 not in os.listdir(m / "models/pt-dnn")
+    assert read(m / f"models/pt-dnn/{v7}/model.pth") == v1
+    fresh = make_mount(MlflowStore(proxied), name="fresh", cache_dir=m.cache_dir.parent / "c2")
+    fresh.expect_log(r"model pt-dnn version 6: its artifacts are at 'gs://bkt/some/model'")
+    assert v6 not in os.listdir(fresh / "models/pt-dnn")
+    assert os.readlink(fresh / "models/pt-dnn/latest") == v7
     c.delete_alias("pt-dnn", "champion")
     wait_for(lambda: not os.path.lexists(m / "models/pt-dnn/champion"), 10, "the alias to go")
     assert read(m / "models/pt-dnn/1/model.pth") == v1
