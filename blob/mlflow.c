@@ -187,7 +187,7 @@ int ml_pages(struct blob_mlflow *s, const char *method, const char *path_query,
 /* The folder name of an experiment: its name, or its id. */
 static const char *exp_dir(const struct ml_exp *e)
 {
-	return ml_exp_name_ok(e->name) ? e->name : e->id;
+	return e->by_id ? e->id : e->name;
 }
 
 struct exps_acc {
@@ -210,6 +210,8 @@ static int exps_refresh(struct blob_mlflow *s)
 
 	snprintf(body, sizeof(body), "{\"max_results\":%d}", ML_PAGE);
 	int ret = ml_pages(s, "POST", "/api/2.0/mlflow/experiments/search", body, exps_page, &a);
+	if (ret == 0)
+		ret = ml_exps_place(a.e, a.n);
 	if (ret < 0) {
 		ml_exps_free(a.e, a.n);
 		return ret;

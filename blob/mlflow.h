@@ -18,6 +18,7 @@
 struct ml_exp {
 	char id[ML_ID_MAX];		/* experiment_id (a string in MLflow's JSON) */
 	char *name;			/* owned */
+	int by_id;			/* shown by its id (see ml_exps_place) */
 };
 
 struct ml_run {
@@ -107,5 +108,9 @@ void ml_loc_release(struct ml_loc *l);
 /* Whether an experiment name can be a folder name of the tree (else it shows by its
  * id). Cannot fail. */
 int ml_exp_name_ok(const char *name);
+/* Decides how each experiment shows: by its name, unless the name cannot be a file
+ * name or is another experiment's id (then by its id, so that no folder stands for
+ * two experiments). Returns 0 or -ENOMEM. */
+int ml_exps_place(struct ml_exp *e, size_t n);
 
 #endif

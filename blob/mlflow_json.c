@@ -573,3 +573,27 @@ int ml_exp_name_ok(const char *name)
 {
 	return blob_name_ok(name, strlen(name));
 }
+
+static int id_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int ml_exps_place(struct ml_exp *e, size_t n)
+{
+	const char **ids = malloc((n ? n : 1) * sizeof(*ids));
+
+	if (!ids)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		ids[i] = e[i].id;
+	qsort(ids, n, sizeof(*ids), id_cmp);
+	for (size_t i = 0; i < n; i++) {
+		const char *name = e[i].name;
+		e[i].by_id = !ml_exp_name_ok(name) ||
+			     (n && bsearch(&name, ids, n, sizeof(*ids), id_cmp) != NULL);
+	}
+	free(ids);
+	return 0;
+}
+

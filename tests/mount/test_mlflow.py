@@ -107,6 +107,7 @@ def fill(c):
     c.upload_artifact(uri2, "w.bin", b"fish weights")
     t["files"][f"runs/{e2}/{rid2}/w.bin"] = b"fish weights"
     t["e2"] = e2
+    t["e1"] = e1
     t["big_run"] = next(r for r, v in t["runs"].items() if "outputs/big.bin" in v[2])
     ids = list(t["runs"])
     for k, rid in enumerate(ids):
@@ -132,11 +133,17 @@ def read(path):
 
 
 def test_tree_of_a_proxied_server(proxied, make_mount):
-    t = fill(proxied.client())
+    c = proxied.client()
+    t = fill(c)
+    # an experiment named as another's id shows by its own id: both are reachable
+    clash = c.create_experiment(t["e1"])
+    crid, curi = c.create_run(clash, run_name="clash-run")
+    c.upload_artifact(curi, "c.txt", b"clash")
     m = make_mount(MlflowStore(proxied))
     assert sorted(os.listdir(m.path)) == ["models", "runs"]
-    # experiments by name, or by id when the name cannot be a file name
-    assert sorted(os.listdir(m / "runs")) == sorted(["Default", "birds", "empty", t["e2"]])
+    # experiments by name, or by id when the name cannot be a file name or is an id
+    assert sorted(os.listdir(m / "runs")) == sorted(["Default", "birds", "empty", t["e2"], clash])
+    assert read(m / f"runs/{clash}/clash-run/c.txt") == b"clash"
     ids = t["ids"]
     birds = sorted(os.listdir(m / "runs/birds"))
     # run ids, and a link per unique run name
