@@ -86,7 +86,8 @@ static int ml_errno_q(struct blob_mlflow *s, const struct http_response *resp,
 static _Thread_local int known_only;
 
 static int call(struct blob_mlflow *s, const char *method, const char *path_query,
-		const char *body, char **out, size_t *len, char *why, size_t whylen)
+		const char *body, char **out, size_t *len, char *why, size_t whylen,
+		unsigned deadline_ms)
 {
 	int quiet = why != NULL; /* the caller says why it failed */
 	struct ml_sign g = { .s = s, .json = body != NULL };
@@ -110,6 +111,7 @@ static int call(struct blob_mlflow *s, const char *method, const char *path_quer
 	hq.body_len = body ? strlen(body) : 0;
 	hq.must_try = strcmp(method, "GET") != 0;
 	hq.quiet = quiet;
+	hq.deadline_ms = deadline_ms; /* 0: the store's */
 	hq.errbuf = why;
 	hq.errlen = whylen;
 	ret = http_do(s->http, &hq, &resp);
@@ -135,7 +137,7 @@ static int call(struct blob_mlflow *s, const char *method, const char *path_quer
 int ml_call(struct blob_mlflow *s, const char *method, const char *path_query,
 	    const char *body, char **out, size_t *len)
 {
-	return call(s, method, path_query, body, out, len, NULL, 0);
+	return call(s, method, path_query, body, out, len, NULL, 0, 0);
 }
 
 int ml_pages(struct blob_mlflow *s, const char *method, const char *path_query,
@@ -749,9 +751,8 @@ static int ml_check(struct blob_store *bs, unsigned deadline_s, char *err, size_
 	char *text = NULL, why[200] = "";
 	size_t len;
 	int ret = call(s, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", NULL,
-		       &text, &len, why, sizeof(why));
+		       &text, &len, why, sizeof(why), deadline_s * 1000u);
 
-	(void)deadline_s;
 	free(text);
 	if (ret == -EACCES)
 		snprintf(err, errlen, "MLflow server %s refused access (credentials: %s)",

@@ -210,13 +210,18 @@ static struct fuse *new_fuse(struct fuse_args *fargs, const struct fuse_operatio
 	return f;
 }
 
+/* How long the first contact with the store may take, retries included, before the
+ * command line says it cannot be reached. */
+#define CHECK_S 10
+
 static int open_store(const char *url, const struct blob_options *opt,
 		      struct blob_store **s)
 {
 	char err[512];
 	int ret = blob_open(url, opt, s, err, sizeof(err));
 
-	if (ret == 0 && (ret = blob_check(*s, 0, err, sizeof(err))) < 0) {
+	unsigned deadline = opt->timeout_s > CHECK_S ? CHECK_S : 0;
+	if (ret == 0 && (ret = blob_check(*s, deadline, err, sizeof(err))) < 0) {
 		blob_destroy(*s);
 		*s = NULL;
 	}
@@ -227,16 +232,15 @@ static int open_store(const char *url, const struct blob_options *opt,
 
 /*
  * The mount's check of the store: an unreachable store is fatal unless the cache
- * folder holds what an earlier mount saw of it, which is then served (offline). Then
- * the check waits at most CHECK_OFFLINE_S: a node comes up on its cache rather than
- * wait for the whole --timeout, and the store is used again once it answers.
+ * folder holds what an earlier mount saw of it, which is then served (offline). The
+ * check waits at most CHECK_S (or --timeout, when shorter): a node comes up on its
+ * cache rather than wait for the whole --timeout, and the store is used again once
+ * it answers; a store that is not there is said to be so in seconds.
  */
-#define CHECK_OFFLINE_S 10
 static int check_for_mount(struct cache *c, unsigned timeout_s)
 {
 	char err[512];
-	unsigned deadline =
-		cache_knows_store(c) && timeout_s > CHECK_OFFLINE_S ? CHECK_OFFLINE_S : 0;
+	unsigned deadline = timeout_s > CHECK_S ? CHECK_S : 0;
 	int ret = blob_check(cache_store(c), deadline, err, sizeof(err));
 
 	if (ret == -EIO && cache_knows_store(c)) {

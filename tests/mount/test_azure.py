@@ -1,6 +1,7 @@
 """Azure Blob specifics, against Azurite: paging, names that need escaping,
 credentials and their errors, and that no secret leaks."""
 import os
+import time
 import subprocess
 
 import pytest
@@ -105,6 +106,11 @@ def test_unknown_container_and_unreachable_endpoint(az, azurite):
     p = run_cli("mount", dead, "/tmp", "--timeout", "5", check=False, env=env)
     assert p.returncode == 2 and "cannot reach" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+    # with the default --timeout (60 s) too, a store that is not there is said in seconds
+    t0 = time.monotonic()
+    p = run_cli("mount", dead, "/tmp", check=False, env=env)
+    assert p.returncode == 2 and "cannot reach" in p.stderr
+    assert time.monotonic() - t0 < 30
     for bad in ["wasbs://noaccount/x", "https://acct.blob.core.windows.net/Bad_Container",
                 "http://127.0.0.1:1/devstoreaccount1/c1c1c1?sig=SECRETSAS"]:
         p = run_cli("mount", bad, "/tmp", check=False, env=env)
