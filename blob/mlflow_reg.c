@@ -493,7 +493,8 @@ int blob_mlflow_register(struct blob_store *bs, const char *name, const char *so
 	char *key = NULL;
 	if (asprintf(&key, "runs/%s/%s/%s", exp, run_id, path) < 0)
 		return -ENOMEM;
-	/* the source must hold files: a folder, or one file */
+	/* the source must be a folder that holds files: MLflow (and this mount) take a
+	 * version's source as a folder, so one file would make an empty version */
 	struct blob_list l;
 	blob_list_init(&l);
 	size_t kl = strlen(key);
@@ -505,17 +506,19 @@ int blob_mlflow_register(struct blob_store *bs, const char *name, const char *so
 	ret = folder ? bs->ops->list(bs, folder, &l) : -ENOMEM;
 	if (ret == 0 && l.count == 0)
 		ret = -ENOENT;
+	int file = 0;
 	if (ret == -ENOENT) {
 		struct blob_stat st;
-		ret = bs->ops->stat(bs, key, &st);
+		file = bs->ops->stat(bs, key, &st) == 0;
 	}
 	blob_list_release(&l);
 	free(folder);
 	free(key);
 	if (ret < 0) {
 		snprintf(err, errlen, "source '%.200s': %s", source,
-			 ret == -ENOENT ? "no such run or no files there" : strerror(-ret));
-		return ret;
+			 file ? "a file; a version's source is the folder that holds it"
+			 : ret == -ENOENT ? "no such run or no files there" : strerror(-ret));
+		return ret == -ENOENT && file ? -EINVAL : ret;
 	}
 	struct ml_run run;
 	ret = ml_run_get(s, run_id, &run);

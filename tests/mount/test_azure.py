@@ -1,8 +1,8 @@
 """Azure Blob specifics, against Azurite: paging, names that need escaping,
 credentials and their errors, and that no secret leaks."""
 import os
-import time
 import subprocess
+import time
 
 import pytest
 

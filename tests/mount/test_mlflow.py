@@ -312,6 +312,11 @@ def test_register_and_alias_into_mlflow(proxied):
     bad = run_cli("register", store.url, "from-cli", f"runs/birds/{rid}/no-such-folder",
                   store=store, check=False)
     assert bad.returncode != 0 and "no-such-folder" in bad.stderr
+    # one file is not a version's source: refused, nothing registered
+    bad = run_cli("register", store.url, "from-cli", f"runs/birds/{rid}/outputs/model.pth",
+                  store=store, check=False)
+    assert bad.returncode == 2 and "a file" in bad.stderr and bad.stderr.count("\n") == 1
+    assert c.get("model-versions/get", name="from-cli", version="2")[0] != 200
     bad = run_cli("alias", store.url, "from-cli", "prod", "7", store=store, check=False)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1
 
