@@ -55,6 +55,8 @@ struct fs {
 	struct cache *cache;		/* owned */
 	unsigned ttl;
 	int xattrs;			/* answer user.artifactfs.* (--xattrs) */
+	int any_model_names;		/* the registry's names are another's (MLflow's):
+					 * any that can be a file name is shown */
 	uid_t uid;
 	gid_t gid;
 	struct timespec started;

@@ -210,6 +210,15 @@ static struct fuse *new_fuse(struct fuse_args *fargs, const struct fuse_operatio
 	return f;
 }
 
+/* A model name the registry of the store at url takes: MLflow's own names (spaces,
+ * any script) wherever they can be a file name; else the store's own registry's. */
+static int cli_name_ok(const char *url, const char *name)
+{
+	if (strncmp(url, "mlflow+", 7) == 0)
+		return blob_name_ok(name, strlen(name));
+	return reg_name_ok(name);
+}
+
 /* How long the first contact with the store may take, retries included, before the
  * command line says it cannot be reached. */
 #define CHECK_S 10
@@ -525,6 +534,7 @@ int fs_mount_main(int argc, char **argv)
 	}
 	cache = NULL; /* the fs owns it */
 	fs->xattrs = o.xattrs;
+	fs->any_model_names = blob_is_mlflow(cache_store(fs->cache));
 	struct fuse_operations ops = fs_ops;
 	if (o.writable) {
 		if (!blob_writable(cache_store(fs->cache))) {
@@ -700,7 +710,7 @@ static int cmd_register(int argc, char **argv)
 		ret = fail("register takes STORE NAME SOURCE (see artifactfs --help)");
 		goto out;
 	}
-	if (!reg_name_ok(pos[1])) {
+	if (!cli_name_ok(pos[0], pos[1])) {
 		ret = fail("bad model name '%s' (expected [A-Za-z0-9][A-Za-z0-9._-]{0,127})",
 			   pos[1]);
 		goto out;
@@ -757,7 +767,7 @@ static int cmd_alias(int argc, char **argv)
 	}
 	if (npos != (del ? 3 : 4))
 		return fail("alias takes STORE NAME ALIAS VERSION, or STORE NAME ALIAS --delete");
-	if (!reg_name_ok(pos[1]))
+	if (!cli_name_ok(pos[0], pos[1]))
 		return fail("bad model name '%s' (expected [A-Za-z0-9][A-Za-z0-9._-]{0,127})",
 			    pos[1]);
 	if (!reg_alias_ok(pos[2]))

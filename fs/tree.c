@@ -580,6 +580,15 @@ static int resolve_runs(struct fs *fs, char **segs, int n, struct fs_node *out)
 	return 0;
 }
 
+/* Whether name may be a model's folder: the store's own registry takes the names of
+ * register; another's (MLflow's) may hold spaces and letters of any script. */
+static int model_name_ok(const struct fs *fs, const char *name)
+{
+	if (fs->any_model_names)
+		return blob_name_ok(name, strlen(name));
+	return reg_name_ok(name);
+}
+
 /* Whether a model folder exists in the registry. */
 static int model_exists(struct fs *fs, const char *name)
 {
@@ -587,7 +596,7 @@ static int model_exists(struct fs *fs, const char *name)
 	const struct blob_entry *e;
 	int ret;
 
-	if (!reg_name_ok(name))
+	if (!model_name_ok(fs, name))
 		return -ENOENT;
 	ret = cache_list(fs->cache, "registry/", &cl);
 	if (ret < 0)
@@ -783,7 +792,7 @@ static int list_models(struct fs *fs, fs_fill_fn fill, void *ctx)
 		const struct blob_entry *e = &cl->list.entries[i];
 		if (!e->is_dir)
 			continue;
-		if (!reg_name_ok(e->name)) {
+		if (!model_name_ok(fs, e->name)) {
 			char what[NAME_MAX + 16];
 			snprintf(what, sizeof(what), "model:%s", e->name);
 			if (warn_once(fs, what))
