@@ -140,6 +140,24 @@ int ml_call(struct blob_mlflow *s, const char *method, const char *path_query,
 	return call(s, method, path_query, body, out, len, NULL, 0, 0);
 }
 
+int ml_call_quiet(struct blob_mlflow *s, const char *method, const char *path_query,
+		  const char *body, char **out, size_t *len)
+{
+	char why[200];
+
+	return call(s, method, path_query, body, out, len, why, sizeof(why), 0);
+}
+
+const char *ml_failure(struct blob_mlflow *s, int err, char *buf, size_t size)
+{
+	if (err == -EACCES)
+		snprintf(buf, size, "the MLflow server refused access (credentials used: %s)",
+			 s->auth_source);
+	else
+		snprintf(buf, size, "%s", strerror(-err));
+	return buf;
+}
+
 int ml_pages(struct blob_mlflow *s, const char *method, const char *path_query,
 	     const char *body, ml_page_fn page, void *ctx)
 {
