@@ -399,46 +399,42 @@ static int put_object(struct blob_s3 *s, const char *key, const void *data, size
 	return ret;
 }
 
-/* Create-if-absent, with what a server that ignores If-None-Match needs. */
+/* An empty create-if-absent, for learning whether the server honours it. */
+static int probe_create(struct blob_s3 *s, const char *key)
+{
+	int ret = put_object(s, key, "", 0, NULL, "*", NULL);
+
+	return ret == -ESTALE ? -EEXIST : ret;
+}
+
+/* Create-if-absent: If-None-Match, or, on a server that ignores it, under a claim. */
 static int create_object(struct blob_s3 *s, const char *key, const void *data, size_t len,
 			 struct blob_stat *out)
 {
 	struct blob_stat st;
-	int known = s3_conditions_state(s), ret;
+	char claim[128];
+	int known, ret = s3_conditions_learn(s, probe_create, &known);
 
-	if (known < 0) {
-		ret = s3_stat(&s->base, key, &st);
-		if (ret == 0)
-			return -EEXIST;
-		if (ret != -ENOENT)
-			return ret;
-	}
-	ret = put_object(s, key, data, len, NULL, "*", out);
-	if (ret == -ESTALE)
-		return -EEXIST;
 	if (ret < 0)
 		return ret;
-	if (known == 0) {
-		/* learn whether the server honours the condition: it must refuse this */
-		ret = put_object(s, key, data, len, NULL, "*", NULL);
-		if (ret == -ESTALE || ret == -EEXIST) {
-			pthread_mutex_lock(&s->lock);
-			s->conditions = 1;
-			pthread_mutex_unlock(&s->lock);
-		} else if (ret == 0) {
-			s3_conditions_ignored(s);
-			known = -1;
-		}
-		ret = 0;
+	if (known > 0) {
+		ret = put_object(s, key, data, len, NULL, "*", out);
+		return ret == -ESTALE ? -EEXIST : ret;
 	}
-	if (known < 0) {
-		ret = s3_holds(s, key, data, len);
-		if (ret < 0)
-			return ret;
-		if (ret == 0)
-			return -EEXIST; /* another writer's bytes won */
+	ret = s3_claim(s, key, claim, sizeof(claim));
+	if (ret < 0)
+		return ret;
+	ret = s3_stat(&s->base, key, &st);
+	if (ret == 0)
+		ret = -EEXIST;
+	else if (ret == -ENOENT)
+		ret = put_object(s, key, data, len, NULL, NULL, out);
+	if (ret == 0) {
+		int same = s3_holds(s, key, data, len);
+		ret = same < 0 ? same : same ? 0 : -EEXIST;
 	}
-	return 0;
+	s3_unclaim(s, claim);
+	return ret;
 }
 
 static int s3_create(struct blob_store *bs, const char *key, const void *data, size_t len)
@@ -446,39 +442,34 @@ static int s3_create(struct blob_store *bs, const char *key, const void *data, s
 	return create_object(s3_of(bs), key, data, len, NULL);
 }
 
+/* Replace-if-unchanged: If-Match, or, on a server that ignores it, under a claim. */
 static int s3_replace(struct blob_store *bs, const char *key, const char *etag,
 		      const void *data, size_t len)
 {
 	struct blob_s3 *s = s3_of(bs);
 	struct blob_stat st;
-	int ret;
+	char claim[128];
+	int known, ret = s3_conditions_learn(s, probe_create, &known);
 
-	if (s3_conditions_state(s) < 0) {
-		ret = s3_stat(bs, key, &st);
-		if (ret < 0)
-			return ret;
-		if (strcmp(st.etag, etag) != 0)
-			return -ESTALE;
+	if (ret < 0)
+		return ret;
+	if (known > 0) {
+		ret = put_object(s, key, data, len, etag, NULL, NULL);
+		return ret == -EEXIST ? -ESTALE : ret;
 	}
-	ret = put_object(s, key, data, len, etag, NULL, NULL);
-	if (ret == -EEXIST)
+	ret = s3_claim(s, key, claim, sizeof(claim));
+	if (ret < 0)
+		return ret;
+	ret = s3_stat(bs, key, &st);
+	if (ret == 0 && strcmp(st.etag, etag) != 0)
 		ret = -ESTALE;
-	if (ret == 0 && s3_conditions_state(s) == 0) {
-		/* learn whether the server honours the condition: the old etag is gone, so
-		 * the same replace must now be refused (it writes the same bytes if not) */
-		int again = put_object(s, key, data, len, etag, NULL, NULL);
-		if (again == 0) {
-			s3_conditions_ignored(s);
-		} else if (again == -ESTALE || again == -EEXIST) {
-			pthread_mutex_lock(&s->lock);
-			s->conditions = 1;
-			pthread_mutex_unlock(&s->lock);
-		}
-	}
-	if (ret == 0 && s3_conditions_state(s) < 0) {
+	if (ret == 0)
+		ret = put_object(s, key, data, len, NULL, NULL, NULL);
+	if (ret == 0) {
 		int same = s3_holds(s, key, data, len);
 		ret = same < 0 ? same : same ? 0 : -ESTALE;
 	}
+	s3_unclaim(s, claim);
 	return ret;
 }
 

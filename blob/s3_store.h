@@ -52,5 +52,14 @@ int s3_holds(struct blob_s3 *s, const char *key, const void *data, size_t len);
 void s3_conditions_ignored(struct blob_s3 *s);
 /* What is known of conditional writes: 0 unknown, 1 honoured, -1 ignored. */
 int s3_conditions_state(struct blob_s3 *s);
+/* Learns it when unknown, with create (a create-if-absent of an empty object) on a
+ * probe key of its own, twice; *known: 1 or -1. 0, or -errno when the store could not
+ * be asked. */
+int s3_conditions_learn(struct blob_s3 *s, int (*create)(struct blob_s3 *s, const char *key),
+			int *known);
+/* For a server that ignores them: takes the claim on key (see s3_cond.c), its object's
+ * key into claim. 0 when held, or -errno. */
+int s3_claim(struct blob_s3 *s, const char *key, char *claim, size_t size);
+void s3_unclaim(struct blob_s3 *s, const char *claim);
 
 #endif
