@@ -900,9 +900,13 @@ int fs_list(struct fs *fs, const char *path, fs_fill_fn fill, void *ctx)
 	if (nseg < 0)
 		return nseg;
 	if (nseg == 0) {
+		/* runs/ as its own lookup shows it (writable on a writable mount) */
 		node_dir(fs, &n);
-		if (fill(ctx, "runs", &n) == 0)
+		snprintf(n.key, sizeof(n.key), "runs/");
+		if (fill(ctx, "runs", &n) == 0) {
+			node_dir(fs, &n);
 			fill(ctx, "models", &n);
+		}
 		return 0;
 	}
 	if (strcmp(segs[0], "runs") == 0)

@@ -9,8 +9,10 @@ import errno
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -155,6 +157,12 @@ def test_read_only_by_default_and_outside_runs(wstore, make_mount):
     ro.stop()
     assert wstore.register("m", "runs/e/r/") == 1
     rw = make_mount(wstore, "--writable", name="rw")
+    # the modes say so, in a listing of the top (ls -l) as in a lookup
+    top = subprocess.run(["ls", "-l", str(rw.path)], capture_output=True, text=True,
+                         check=True).stdout
+    assert re.search(r"^drwxr-xr-x .* runs$", top, re.M) and \
+        re.search(r"^dr-xr-xr-x .* models$", top, re.M), top
+    assert stat.S_IMODE(os.stat(rw / "runs").st_mode) == 0o755
     for op in (lambda: open(rw / "models/m/1/a.txt", "r+b"),
                lambda: open(rw / "models/m/1/new.txt", "wb"),
                lambda: os.mkdir(rw / "models/x"),
