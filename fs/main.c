@@ -145,7 +145,7 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 	return 0;
 }
 
-/* "-ofsname=SOURCE,subtype=artifactfs[,ro]": SOURCE is url without a query, a
+/* "-ofsname=SOURCE,subtype=artifactfs,default_permissions[,ro]": SOURCE is url without a query, a
  * fragment or a user:password@, with ',' and '\\' escaped for FUSE's parser. */
 static void fs_source_option(const char *url, int writable, char *out, size_t size)
 {
@@ -170,7 +170,10 @@ static void fs_source_option(const char *url, int writable, char *out, size_t si
 		out[k++] = url[i];
 	}
 	out[k] = '\0';
-	snprintf(out + k, size - k, ",subtype=artifactfs%s", writable ? "" : ",ro");
+	/* default_permissions: the kernel checks the modes shown, so with allow_other
+	 * other users read, and only the mount's owner writes runs/ */
+	snprintf(out + k, size - k, ",subtype=artifactfs,default_permissions%s",
+		 writable ? "" : ",ro");
 }
 
 /* fuse_new, with what libfuse says on stderr about bad options kept for the one line
