@@ -14,6 +14,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -174,6 +175,29 @@ def test_read_only_by_default_and_outside_runs(wstore, make_mount):
             op()
         assert e.value.errno == errno.EROFS, op
     assert store_get(wstore, "runs/e/r/a.txt") == b"a"
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+def test_with_allow_other_others_read_and_only_the_owner_writes(wstore, make_mount, tmp_path):
+    wstore.put(f"{RUN}/a.txt", b"shared")
+    # a mount point other users can reach (tmp_path's parents are root's only)
+    point = tempfile.mkdtemp(prefix="artifactfs-others.")
+    os.chmod(point, 0o755)
+    m = make_mount(wstore, "--writable", "-o", "allow_other", name=point)
+
+    def as_nobody(*argv):
+        return subprocess.run(argv, capture_output=True, text=True,
+                              preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    assert as_nobody("cat", str(m / RUN / "a.txt")).stdout == "shared"
+    p = as_nobody("sh", "-c", f"echo x > {m / RUN / 'theirs.txt'}")
+    assert p.returncode != 0 and "Permission denied" in p.stderr, p
+    p = as_nobody("rm", "-f", str(m / RUN / "a.txt"))
+    assert p.returncode != 0 and "Permission denied" in p.stderr, p
+    (m / RUN / "mine.txt").write_bytes(b"mine")
+    assert store_get(wstore, f"{RUN}/mine.txt") == b"mine"
+    assert store_keys(wstore, f"{RUN}/") == [f"{RUN}/a.txt", f"{RUN}/mine.txt"]
+    m.stop()
+    os.rmdir(point)
 
 
 def test_cp_r_of_many_small_files_and_cp_p(wstore, make_mount, tmp_path):
