@@ -326,6 +326,15 @@ int fs_prefetch_main(int argc, char **argv)
 			jobs = (unsigned)j;
 			continue;
 		}
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("usage: artifactfs prefetch PATH... [--jobs N]\n"
+			       "Reads every byte of the files and folders named (on an artifactfs\n"
+			       "mount) into its cache, N files at a time (default 8), so that they\n"
+			       "read with the store down. Exit status 0 when every byte was read\n"
+			       "and stayed in the cache, 1 with one line per failure, 2 for bad\n"
+			       "usage.\n");
+			return 0;
+		}
 		if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr, "artifactfs: unknown option '%s' (see artifactfs --help)\n",
 				argv[i]);
