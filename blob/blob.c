@@ -339,7 +339,7 @@ void blob_url_shown(const char *url, char *out, size_t size)
 
 	if (auth && (size_t)(auth - url) < n && strncmp(url, "wasb", 4) != 0) {
 		auth += 3;
-		const char *at = memchr(auth, '@', strcspn(auth, "/?#"));
+		const char *at = memrchr(auth, '@', strcspn(auth, "/?#"));
 		if (at) {
 			from = auth;
 			to = at;

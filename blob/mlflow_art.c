@@ -86,10 +86,13 @@ int ml_warn_other(struct blob_mlflow *s, const char *where)
 	int first = !s->warned_other;
 	s->warned_other = 1;
 	pthread_mutex_unlock(&s->lock);
-	if (first)
-		LOG_ERROR("artifacts at '%.*s' are in a store this mount cannot read (it reads "
+	if (first) {
+		char shown[256];
+		blob_url_shown(where, shown, sizeof(shown)); /* no password in the log */
+		LOG_ERROR("artifacts at '%s' are in a store this mount cannot read (it reads "
 			  "file, wasbs, https Azure, s3 and mlflow-artifacts locations); their "
-			  "reads fail with EIO", (int)strcspn(where, "?#"), where);
+			  "reads fail with EIO", shown);
+	}
 	return -EIO;
 }
 

@@ -99,8 +99,13 @@ static int versions_of(struct blob_mlflow *s, const char *name, struct versions_
 	int ret;
 
 	memset(a, 0, sizeof(*a));
-	if (strchr(name, '\'') || asprintf(&filter, "name='%s'", name) < 0)
-		return strchr(name, '\'') ? -ENOENT : -ENOMEM;
+	/* the filter's quotes: ' unless the name holds one (MLflow takes " too); a name
+	 * with both cannot be asked for */
+	int dq = strchr(name, '\'') != NULL;
+	if (dq && strchr(name, '"'))
+		return -ENOENT;
+	if (asprintf(&filter, dq ? "name=\"%s\"" : "name='%s'", name) < 0)
+		return -ENOMEM;
 	char *e = http_escape(filter, 0);
 	if (!e || asprintf(&pq, "/api/2.0/mlflow/model-versions/search?filter=%s&max_results=%d",
 			   e, ML_PAGE) < 0)
@@ -260,8 +265,10 @@ int ml_version_loc(struct blob_mlflow *s, const char *name, int version, struct 
 			ml_loc_release(out);
 		}
 	} else if (ret == -EINVAL) {
-		LOG_ERROR("model %s version %d: its artifacts are at '%.*s', which is not an "
-			  "artifact location", name, version, (int)strcspn(uri, "?#"), uri);
+		char shown[256];
+		blob_url_shown(uri, shown, sizeof(shown));
+		LOG_ERROR("model %s version %d: its artifacts are at '%s', which is not an "
+			  "artifact location", name, version, shown);
 		ret = -EIO;
 	}
 	free(uri);
@@ -359,10 +366,11 @@ static int record_text(struct blob_mlflow *s, const char *name, int version, cha
 		return ret;
 	if (loc.kind == ML_LOC_OTHER || loc.kind == ML_LOC_RUN) {
 		/* for good: this version is left out, the others are shown */
-		LOG_WARN("model %s version %d: its artifacts are at '%.*s', in a store this "
+		char shown[256];
+		blob_url_shown(loc.root ? loc.root : "?", shown, sizeof(shown));
+		LOG_WARN("model %s version %d: its artifacts are at '%s', in a store this "
 			 "mount cannot read (it reads file, wasbs, https Azure, s3 and "
-			 "mlflow-artifacts locations); not shown", name, version,
-			 (int)strcspn(loc.root ? loc.root : "?", "?#"), loc.root ? loc.root : "?");
+			 "mlflow-artifacts locations); not shown", name, version, shown);
 		ml_loc_release(&loc);
 		return -EBADMSG;
 	}

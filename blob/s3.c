@@ -399,12 +399,13 @@ static int put_object(struct blob_s3 *s, const char *key, const void *data, size
 	return ret;
 }
 
-/* An empty create-if-absent, for learning whether the server honours it. */
-static int probe_create(struct blob_s3 *s, const char *key)
+/* The probes of s3_conditions_learn: an empty create-if-absent (etag NULL), or an
+ * empty replace of version etag. */
+static int probe_put(struct blob_s3 *s, const char *key, const char *etag)
 {
-	int ret = put_object(s, key, "", 0, NULL, "*", NULL);
+	int ret = put_object(s, key, "", 0, etag, etag ? NULL : "*", NULL);
 
-	return ret == -ESTALE ? -EEXIST : ret;
+	return ret == -ESTALE && !etag ? -EEXIST : ret == -EEXIST && etag ? -ESTALE : ret;
 }
 
 /* Create-if-absent: If-None-Match, or, on a server that ignores it, under a claim. */
@@ -413,21 +414,22 @@ static int create_object(struct blob_s3 *s, const char *key, const void *data, s
 {
 	struct blob_stat st;
 	char claim[128];
-	int known, ret = s3_conditions_learn(s, probe_create, &known);
+	uint64_t since;
+	int known, ret = s3_conditions_learn(s, probe_put, probe_put, &known);
 
 	if (ret < 0)
 		return ret;
-	if (known > 0) {
+	if (known >= 0) {
 		ret = put_object(s, key, data, len, NULL, "*", out);
 		return ret == -ESTALE ? -EEXIST : ret;
 	}
-	ret = s3_claim(s, key, claim, sizeof(claim));
+	ret = s3_claim(s, key, claim, sizeof(claim), &since);
 	if (ret < 0)
 		return ret;
 	ret = s3_stat(&s->base, key, &st);
 	if (ret == 0)
 		ret = -EEXIST;
-	else if (ret == -ENOENT)
+	else if (ret == -ENOENT && (ret = s3_claim_fresh(s, key, since)) == 0)
 		ret = put_object(s, key, data, len, NULL, NULL, out);
 	if (ret == 0) {
 		int same = s3_holds(s, key, data, len);
@@ -449,20 +451,23 @@ static int s3_replace(struct blob_store *bs, const char *key, const char *etag,
 	struct blob_s3 *s = s3_of(bs);
 	struct blob_stat st;
 	char claim[128];
-	int known, ret = s3_conditions_learn(s, probe_create, &known);
+	uint64_t since;
+	int known, ret = s3_conditions_learn(s, probe_put, probe_put, &known);
 
 	if (ret < 0)
 		return ret;
-	if (known > 0) {
+	if (known >= 0) {
 		ret = put_object(s, key, data, len, etag, NULL, NULL);
 		return ret == -EEXIST ? -ESTALE : ret;
 	}
-	ret = s3_claim(s, key, claim, sizeof(claim));
+	ret = s3_claim(s, key, claim, sizeof(claim), &since);
 	if (ret < 0)
 		return ret;
 	ret = s3_stat(bs, key, &st);
 	if (ret == 0 && strcmp(st.etag, etag) != 0)
 		ret = -ESTALE;
+	if (ret == 0)
+		ret = s3_claim_fresh(s, key, since);
 	if (ret == 0)
 		ret = put_object(s, key, data, len, NULL, NULL, NULL);
 	if (ret == 0) {
@@ -949,7 +954,8 @@ int blob_s3_open(const char *url, const struct blob_options *opt, struct blob_st
 	if (!s->host || !s->base_url || !s->path_base || !s->imds)
 		goto nomem;
 	struct http_config hc = { 0 };
-	hc.deadline_ms = (opt->timeout_s ? opt->timeout_s : 60) * 1000u;
+	s->timeout_s = opt->timeout_s ? opt->timeout_s : 60;
+	hc.deadline_ms = s->timeout_s * 1000u;
 	hc.connect_timeout_ms = 10000;
 	hc.stall_ms = 15000;
 	hc.insecure = opt->insecure;

@@ -34,6 +34,7 @@ struct blob_s3 {
 	time_t imds_next;	/* CRED_IMDS_PENDING: no new try before */
 	char source[320];	/* where the credentials came from, for messages */
 	int conditions;		/* conditional writes: 0 unknown, 1 honoured, -1 ignored */
+	unsigned timeout_s;	/* --timeout: how long one operation may take */
 };
 
 /* Wipes and frees the credentials (the lock held or the store unshared). */
@@ -52,14 +53,22 @@ int s3_holds(struct blob_s3 *s, const char *key, const void *data, size_t len);
 void s3_conditions_ignored(struct blob_s3 *s);
 /* What is known of conditional writes: 0 unknown, 1 honoured, -1 ignored. */
 int s3_conditions_state(struct blob_s3 *s);
-/* Learns it when unknown, with create (a create-if-absent of an empty object) on a
- * probe key of its own, twice; *known: 1 or -1. 0, or -errno when the store could not
- * be asked. */
-int s3_conditions_learn(struct blob_s3 *s, int (*create)(struct blob_s3 *s, const char *key),
+/* A create-if-absent of an empty object, and a replace of key if its etag is etag:
+ * 0, or -EEXIST / -ESTALE when refused. */
+typedef int (*s3_probe_fn)(struct blob_s3 *s, const char *key, const char *etag);
+/* Learns it when unknown, on a probe key of its own: a second create-if-absent and a
+ * replace of an etag it does not have must both be refused. *known: 1 honoured, -1
+ * ignored, 0 still unknown (the probe could not be written: conditional requests are
+ * then sent as they are). 0, or -ENOMEM. */
+int s3_conditions_learn(struct blob_s3 *s, s3_probe_fn create, s3_probe_fn replace,
 			int *known);
 /* For a server that ignores them: takes the claim on key (see s3_cond.c), its object's
- * key into claim. 0 when held, or -errno. */
-int s3_claim(struct blob_s3 *s, const char *key, char *claim, size_t size);
+ * key into claim, and when it was taken into *since (monotonic ms). 0 when held, or
+ * -errno. */
+int s3_claim(struct blob_s3 *s, const char *key, char *claim, size_t size, uint64_t *since);
+/* Whether a claim taken at since may still write: its holder must be done well
+ * before the claim counts as stale. 0, or -EIO (logged). */
+int s3_claim_fresh(struct blob_s3 *s, const char *key, uint64_t since);
 void s3_unclaim(struct blob_s3 *s, const char *claim);
 
 #endif

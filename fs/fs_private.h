@@ -142,6 +142,9 @@ int fs_wfile_get(struct fs *fs, const char *key, const struct fs_node *blob, int
 		 int excl, struct fs_wfile **out, int *made);
 /* Undoes fs_wfile_get when the open goes no further. */
 void fs_wfile_unopen(struct fs *fs, struct fs_wfile *wf);
+/* Drops an open (and its hold): the last one uploads what changed and, unless that
+ * failed, takes the file out of the overlay. 0 or the upload's error. */
+int fs_wfile_close(struct fs *fs, struct fs_wfile *wf);
 /* Drops a reference; the last one of a wfile out of the overlay frees it (keep: its
  * staged bytes stay in the cache folder). */
 void fs_wfile_unref(struct fs *fs, struct fs_wfile *wf, int keep);

@@ -155,7 +155,7 @@ static void fs_source_option(const char *url, int writable, char *out, size_t si
 	if (auth && (size_t)(auth - url) < n) {
 		auth += 3;
 		size_t alen = strcspn(auth, "/?#");
-		const char *at = memchr(auth, '@', alen);
+		const char *at = memrchr(auth, '@', alen);
 		if (at && memchr(auth, ':', (size_t)(at - auth))) {
 			skip_from = auth;
 			skip_to = at + 1;

@@ -233,13 +233,40 @@ int fs_overlay_list(struct fs *fs, const char *prefix, struct fs_ochild **out, s
 
 /* ---- wfiles ---- */
 
-/* Undoes fs_wfile_get's hold and open when the open goes no further. */
+int fs_wfile_close(struct fs *fs, struct fs_wfile *wf)
+{
+	struct fs_writes *wr = fs->wr;
+	int ret = 0;
+
+	pthread_mutex_lock(&wr->lock);
+	int last = --wf->opens == 0;
+	pthread_mutex_unlock(&wr->lock);
+	if (!last) {
+		fs_wfile_unref(fs, wf, 1);
+		return 0;
+	}
+	/* the last close: uploads what changed, and unless that failed the file leaves
+	 * the overlay (its staged bytes go); a failed one stays, bytes kept */
+	ret = fs_wfile_sync(fs, wf, 0);
+	int broken = cache_stage_broken(wf->st);
+	pthread_mutex_lock(&wr->lock);
+	int keep = wf->failed && wf->listed && !broken;
+	/* a file whose write failed goes: the writer was told, the disk is full */
+	if (wf->listed && wf->opens == 0 && !keep && (broken || !cache_stage_dirty(wf->st)))
+		fs_wfile_unlist(wr, wf);
+	pthread_mutex_unlock(&wr->lock);
+	fs_wfile_unref(fs, wf, keep);
+	return ret;
+}
+
+/* Undoes fs_wfile_get's hold and open when the open goes no further: the last open
+ * of the file it may be (another handle closed meanwhile), then it does what that
+ * close would have done. */
 void fs_wfile_unopen(struct fs *fs, struct fs_wfile *wf)
 {
-	pthread_mutex_lock(&fs->wr->lock);
-	wf->opens--;
-	pthread_mutex_unlock(&fs->wr->lock);
-	fs_wfile_unref(fs, wf, 1);
+	int ret = fs_wfile_close(fs, wf);
+
+	(void)ret; /* logged by the upload; this open fails anyway */
 }
 
 void fs_wfile_unref(struct fs *fs, struct fs_wfile *wf, int keep)

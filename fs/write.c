@@ -75,33 +75,13 @@ int fs_is_whandle(const struct fuse_file_info *fi)
 	return ((const struct fs_link *)(uintptr_t)fi->fh)->dir == W_LINK;
 }
 
-/* The last close of a file: uploads what changed, and unless that failed the file
- * leaves the overlay (its staged bytes go); a failed one stays, bytes kept. */
 static int whandle_close(struct fs *fs, struct fs_whandle *h)
 {
 	struct fs_wfile *wf = h->wf;
-	struct fs_writes *wr = fs->wr;
-	int ret = 0;
 
 	fs_link_del(fs, &h->link);
-	pthread_mutex_lock(&wr->lock);
-	int last = --wf->opens == 0;
-	pthread_mutex_unlock(&wr->lock);
-	if (last) {
-		ret = fs_wfile_sync(fs, wf, 0);
-		int broken = cache_stage_broken(wf->st);
-		pthread_mutex_lock(&wr->lock);
-		int keep = wf->failed && wf->listed && !broken;
-		/* a file whose write failed goes: the writer was told, the disk is full */
-		if (wf->listed && wf->opens == 0 && !keep && (broken || !cache_stage_dirty(wf->st)))
-			fs_wfile_unlist(wr, wf);
-		pthread_mutex_unlock(&wr->lock);
-		fs_wfile_unref(fs, wf, keep);
-	} else {
-		fs_wfile_unref(fs, wf, 1);
-	}
 	free(h);
-	return ret;
+	return fs_wfile_close(fs, wf);
 }
 
 void fs_whandle_free(struct fs *fs, struct fs_link *l)

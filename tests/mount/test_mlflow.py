@@ -140,8 +140,9 @@ def test_tree_of_a_proxied_server(proxied, make_mount):
     crid, curi = c.create_run(clash, run_name="clash-run")
     c.upload_artifact(curi, "c.txt", b"clash")
     # MLflow's names may hold spaces and letters of any script
-    c.create_registered_model("my model ü")
-    c.create_model_version("my model ü", f"runs:/{t['ids'][1]}/outputs", run_id=t["ids"][1])
+    for name in ("my model ü", "bob's model"):
+        c.create_registered_model(name)
+        c.create_model_version(name, f"runs:/{t['ids'][1]}/outputs", run_id=t["ids"][1])
     m = make_mount(MlflowStore(proxied))
     assert sorted(os.listdir(m.path)) == ["models", "runs"]
     # experiments by name, or by id when the name cannot be a file name or is an id
@@ -160,9 +161,11 @@ def test_tree_of_a_proxied_server(proxied, make_mount):
     assert sorted(os.listdir(m / f"runs/birds/{ids[0]}/outputs")) == ["big.bin", "ck", "model.pth"]
     assert read(m / "runs/birds/brave-owl/metrics.json") == b'{"acc": 0.9}\n'
     # models: versions, latest, aliases and stages; all of them paged through
-    assert sorted(os.listdir(m / "models")) == ["m-a", "m-b", "m-c", "my model ü", "pt-dnn"]
-    assert read(m / "models/my model ü/latest/model.pth") == \
-        t["runs"][ids[1]][2]["outputs/model.pth"]
+    assert sorted(os.listdir(m / "models")) == \
+        ["bob's model", "m-a", "m-b", "m-c", "my model ü", "pt-dnn"]
+    for name in ("my model ü", "bob's model"):
+        assert read(m / "models" / name / "latest/model.pth") == \
+            t["runs"][ids[1]][2]["outputs/model.pth"]
     assert sorted(os.listdir(m / "models/pt-dnn")) == \
         ["1", "2", "3", "Production", "Staging", "champion", "latest"]
     links = {n: os.readlink(m / "models/pt-dnn" / n)
