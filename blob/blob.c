@@ -321,6 +321,8 @@ int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstyp
 		}
 	}
 	point[k] = '\0';
+	if (*p && *p != ' ')
+		return -1; /* longer than point holds: never a match by its prefix */
 	const char *dash = strstr(p, " - ");
 	if (!dash)
 		return -1;

@@ -141,18 +141,20 @@ int ml_call(struct blob_mlflow *s, const char *method, const char *path_query,
 }
 
 int ml_call_quiet(struct blob_mlflow *s, const char *method, const char *path_query,
-		  const char *body, char **out, size_t *len)
+		  const char *body, char **out, size_t *len, char *why)
 {
-	char why[200];
-
-	return call(s, method, path_query, body, out, len, why, sizeof(why), 0);
+	why[0] = '\0';
+	return call(s, method, path_query, body, out, len, why, ML_WHY, 0);
 }
 
-const char *ml_failure(struct blob_mlflow *s, int err, char *buf, size_t size)
+const char *ml_failure(struct blob_mlflow *s, int err, const char *why, char *buf,
+		       size_t size)
 {
 	if (err == -EACCES)
 		snprintf(buf, size, "the MLflow server refused access (credentials used: %s)",
 			 s->auth_source);
+	else if (why && *why)
+		snprintf(buf, size, "%s", why);
 	else
 		snprintf(buf, size, "%s", strerror(-err));
 	return buf;

@@ -551,15 +551,15 @@ int blob_mlflow_register(struct blob_store *bs, const char *name, const char *so
 	cJSON_AddStringToObject(o, "name", name);
 	body = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
+	char why[ML_WHY] = "", said[ML_WHY + 64];
 	ret = body ? ml_call_quiet(s, "POST", "/api/2.0/mlflow/registered-models/create", body,
-				   &text, &len) : -ENOMEM;
+				   &text, &len, why) : -ENOMEM;
 	free(body);
 	free(text);
 	text = NULL;
-	char why[200];
 	if (ret < 0 && ret != -EEXIST) {
 		snprintf(err, errlen, "cannot create registered model %s: %s", name,
-			 ml_failure(s, ret, why, sizeof(why)));
+			 ml_failure(s, ret, why, said, sizeof(said)));
 		free(src);
 		return ret;
 	}
@@ -585,14 +585,14 @@ int blob_mlflow_register(struct blob_store *bs, const char *name, const char *so
 	cJSON_Delete(o);
 	free(src);
 	ret = body ? ml_call_quiet(s, "POST", "/api/2.0/mlflow/model-versions/create", body,
-				   &text, &len) : -ENOMEM;
+				   &text, &len, why) : -ENOMEM;
 	free(body);
 	if (ret == 0 && ml_parse_created_version(text, len, version) < 0)
 		ret = -EIO;
 	free(text);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot create a version of model %s: %s", name,
-			 ml_failure(s, ret, why, sizeof(why)));
+			 ml_failure(s, ret, why, said, sizeof(said)));
 		return ret;
 	}
 	return wait_ready(s, name, *version, err, errlen);
@@ -616,8 +616,9 @@ int blob_mlflow_alias(struct blob_store *bs, const char *name, const char *alias
 	cJSON_Delete(o);
 	if (!body)
 		return -ENOMEM;
+	char why[ML_WHY];
 	ret = ml_call_quiet(s, version > 0 ? "POST" : "DELETE",
-			    "/api/2.0/mlflow/registered-models/alias", body, &text, &len);
+			    "/api/2.0/mlflow/registered-models/alias", body, &text, &len, why);
 	free(body);
 	if (ret == -EINVAL && text) {
 		char code[64];
@@ -628,11 +629,11 @@ int blob_mlflow_alias(struct blob_store *bs, const char *name, const char *alias
 			 cJSON_IsString(m) ? m->valuestring : code);
 		cJSON_Delete(r);
 	} else if (ret < 0) {
-		char why[200];
+		char said[ML_WHY + 64];
 		snprintf(err, errlen, "%s of alias %s of model %s failed: %s",
 			 version > 0 ? "setting" : "deleting", alias, name,
 			 ret == -ENOENT ? "no such model, version or alias"
-			 : ml_failure(s, ret, why, sizeof(why)));
+			 : ml_failure(s, ret, why, said, sizeof(said)));
 	}
 	free(text);
 	return ret;

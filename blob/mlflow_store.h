@@ -78,12 +78,16 @@ int ml_map_put(struct ml_map *m, const char *key, const char *value);
  * (RESOURCE_ALREADY_EXISTS), -EINVAL (another 400: *out holds the answer), -EIO. */
 int ml_call(struct blob_mlflow *s, const char *method, const char *path_query,
 	    const char *body, char **out, size_t *len);
-/* The same, logging nothing: the caller says what failed (see ml_failure). */
+/* The same, logging nothing: the caller says what failed (see ml_failure); why (at
+ * least ML_WHY bytes) gets what went wrong on the way, or "" when the server answered. */
+#define ML_WHY 200
 int ml_call_quiet(struct blob_mlflow *s, const char *method, const char *path_query,
-		  const char *body, char **out, size_t *len);
+		  const char *body, char **out, size_t *len, char *why);
 /* What a failed call's error means to the user, into buf: for -EACCES, the refusal
- * and which credentials were used. Returns buf. */
-const char *ml_failure(struct blob_mlflow *s, int err, char *buf, size_t size);
+ * and which credentials were used; else why (from ml_call_quiet) or the errno's text.
+ * Returns buf. */
+const char *ml_failure(struct blob_mlflow *s, int err, const char *why, char *buf,
+		       size_t size);
 
 /* The headers of a call (http_sign_fn): the credentials, and a JSON body's type. */
 struct ml_sign {

@@ -38,6 +38,7 @@ struct pf_mount {
 	char root[PATH_MAX];
 	uint64_t total;
 	uint64_t evicted;		/* the cache's evictions before the reads */
+	int too_big;			/* its files cannot all fit its cache: not read */
 };
 
 struct pf_file {
@@ -382,15 +383,29 @@ int fs_prefetch_main(int argc, char **argv)
 		uint64_t bound, disk;
 		char need[32], has[32];
 		mounts[m].evicted = UINT64_MAX;
+		mounts[m].too_big = 0;
 		if (cache_figures(mounts[m].root, &bound, &disk, &mounts[m].evicted) == 0 &&
 		    mounts[m].total > bound) {
 			human(mounts[m].total, need, sizeof(need));
 			human(bound, has, sizeof(has));
-			fprintf(stderr, "prefetch: %s: %s do not fit in its cache (bound %s)\n",
-				mounts[m].root, need, has);
+			fprintf(stderr, "prefetch: %s: %s do not fit in its cache (bound %s); "
+				"its files are not read\n", mounts[m].root, need, has);
+			mounts[m].too_big = 1;
 			bad = 1;
 		}
 	}
+	/* reading them would only push out what the cache holds now */
+	size_t kept = 0;
+	for (size_t i = 0; i < p.n; i++) {
+		if (mounts[p.files[i].mount].too_big) {
+			p.total -= p.files[i].size;
+			free(p.files[i].path);
+			free(p.files[i].real);
+			continue;
+		}
+		p.files[kept++] = p.files[i];
+	}
+	p.n = kept;
 	if (npaths == 0) {
 		fprintf(stderr, "artifactfs: prefetch takes PATH... (files or folders of a mount)\n");
 		return 2;
@@ -429,9 +444,9 @@ int fs_prefetch_main(int argc, char **argv)
 	for (size_t m = 0; m < nmounts; m++) {
 		uint64_t bound, disk, evicted;
 		char need[32], has[32];
-		if (cache_figures(mounts[m].root, &bound, &disk, &evicted) == 0 &&
-		    evicted > mounts[m].evicted && disk < mounts[m].total &&
-		    mounts[m].total <= bound) {
+		if (!mounts[m].too_big &&
+		    cache_figures(mounts[m].root, &bound, &disk, &evicted) == 0 &&
+		    evicted > mounts[m].evicted && disk < mounts[m].total) {
 			human(mounts[m].total, need, sizeof(need));
 			human(disk, has, sizeof(has));
 			fprintf(stderr, "prefetch: %s: %s were read but its cache holds %s: not "

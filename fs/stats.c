@@ -298,9 +298,14 @@ int fs_metrics_parse(const char *addr, struct sockaddr_storage *out, char *err, 
 		host[strlen(host) - 1] = '\0';
 	}
 	/* an address, or a name (localhost, the node's own): its first address */
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai)
-		goto bad;
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai) {
+		/* no IPv4 address (localhost is 127.0.0.1 first, as scrapers expect) */
+		hints.ai_family = AF_UNSPEC;
+		ai = NULL;
+		if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai)
+			goto bad;
+	}
 	if (ai->ai_addrlen <= sizeof(*out))
 		memcpy(out, ai->ai_addr, ai->ai_addrlen);
 	int family = ai->ai_family;

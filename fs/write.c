@@ -150,6 +150,15 @@ int fs_w_open(struct fs *fs, const char *path, const struct fs_node *n,
 	return ret;
 }
 
+/* A create of a file that exists: opened as open(2) would (O_RDONLY|O_CREAT reads it). */
+static int create_open(struct fs *fs, const char *path, const struct fs_node *n,
+		       struct fuse_file_info *fi)
+{
+	int ret = fs_w_open(fs, path, n, fi);
+
+	return ret == 1 ? fs_ops.open(path, fi) : ret;
+}
+
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of();
@@ -173,7 +182,7 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (ret == 0) {
 		if (fi->flags & O_EXCL)
 			return -EEXIST;
-		return fs_w_open(fs, path, &n, fi);
+		return create_open(fs, path, &n, fi);
 	}
 	if (ret != -ENOENT)
 		return fs_errno(fs, ret, path);
@@ -195,7 +204,7 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 			n.mtime = st.mtime;
 			snprintf(n.key, sizeof(n.key), "%s", key);
 			memcpy(n.etag, st.etag, sizeof(n.etag));
-			return fs_w_open(fs, path, &n, fi);
+			return create_open(fs, path, &n, fi);
 		}
 		if (ret != -ENOENT)
 			return fs_errno(fs, ret, path);

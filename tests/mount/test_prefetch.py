@@ -107,10 +107,14 @@ def test_what_is_not_on_a_mount_or_cannot_stay_in_its_cache_fails(make_mount, tm
     m = make_mount(store, "--cache-size", "8M")
     rc, err = prefetch(m / "runs/e/r")
     assert rc == 1, err
-    assert f"prefetch: {m.path}: 12.0 MiB do not fit in its cache (bound 8.0 MiB)" in err, err
+    assert f"prefetch: {m.path}: 12.0 MiB do not fit in its cache (bound 8.0 MiB); its " \
+        "files are not read" in err, err
+    assert "prefetch: 0 files, 0 B" in err, err
     # overlapping paths count each file once
     rc, err = prefetch(m / "runs/e/r/small.bin", m / "runs/e/r/small.bin", m / "runs/e/r/..")
-    assert rc == 1 and "prefetch: 2 files, 12.0 MiB" in err, err
+    assert rc == 1 and "12.0 MiB do not fit" in err, err
+    rc, err = prefetch(m / "runs/e/r/small.bin", m / "runs/e/r/small.bin")
+    assert rc == 0 and "prefetch: 1 files, 5 B" in err, err
 
 
 def test_register_shows_progress_while_it_hashes(tmp_path):
