@@ -408,32 +408,39 @@ static int probe_put(struct blob_s3 *s, const char *key, const char *etag)
 	return ret == -ESTALE && !etag ? -EEXIST : ret == -EEXIST && etag ? -ESTALE : ret;
 }
 
-/* Create-if-absent: If-None-Match, or, on a server that ignores it, under a claim. */
-static int create_object(struct blob_s3 *s, const char *key, const void *data, size_t len,
-			 struct blob_stat *out)
+/* Create-if-absent (etag NULL; -EEXIST when the key is there) or replace-if-unchanged
+ * (-ESTALE when the key's version is not etag): with If-None-Match or If-Match, or,
+ * on a server that ignores them, under a claim on the key. */
+static int conditional_put(struct blob_s3 *s, const char *key, const void *data, size_t len,
+			   const char *etag, struct blob_stat *out)
 {
 	struct blob_stat st;
 	char claim[128];
 	uint64_t since;
+	int lost = etag ? -ESTALE : -EEXIST;
 	int known, ret = s3_conditions_learn(s, probe_put, probe_put, &known);
 
 	if (ret < 0)
 		return ret;
 	if (known >= 0) {
-		ret = put_object(s, key, data, len, NULL, "*", out);
-		return ret == -ESTALE ? -EEXIST : ret;
+		ret = put_object(s, key, data, len, etag, etag ? NULL : "*", out);
+		return ret == -ESTALE || ret == -EEXIST ? lost : ret;
 	}
 	ret = s3_claim(s, key, claim, sizeof(claim), &since);
 	if (ret < 0)
 		return ret;
 	ret = s3_stat(&s->base, key, &st);
+	if (etag)
+		ret = ret == 0 && strcmp(st.etag, etag) != 0 ? -ESTALE : ret;
+	else
+		ret = ret == 0 ? -EEXIST : ret == -ENOENT ? 0 : ret;
 	if (ret == 0)
-		ret = -EEXIST;
-	else if (ret == -ENOENT && (ret = s3_claim_fresh(s, key, since)) == 0)
+		ret = s3_claim_fresh(s, key, since);
+	if (ret == 0)
 		ret = put_object(s, key, data, len, NULL, NULL, out);
 	if (ret == 0) {
 		int same = s3_holds(s, key, data, len);
-		ret = same < 0 ? same : same ? 0 : -EEXIST;
+		ret = same < 0 ? same : same ? 0 : lost;
 	}
 	s3_unclaim(s, claim);
 	return ret;
@@ -441,41 +448,13 @@ static int create_object(struct blob_s3 *s, const char *key, const void *data, s
 
 static int s3_create(struct blob_store *bs, const char *key, const void *data, size_t len)
 {
-	return create_object(s3_of(bs), key, data, len, NULL);
+	return conditional_put(s3_of(bs), key, data, len, NULL, NULL);
 }
 
-/* Replace-if-unchanged: If-Match, or, on a server that ignores it, under a claim. */
 static int s3_replace(struct blob_store *bs, const char *key, const char *etag,
 		      const void *data, size_t len)
 {
-	struct blob_s3 *s = s3_of(bs);
-	struct blob_stat st;
-	char claim[128];
-	uint64_t since;
-	int known, ret = s3_conditions_learn(s, probe_put, probe_put, &known);
-
-	if (ret < 0)
-		return ret;
-	if (known >= 0) {
-		ret = put_object(s, key, data, len, etag, NULL, NULL);
-		return ret == -EEXIST ? -ESTALE : ret;
-	}
-	ret = s3_claim(s, key, claim, sizeof(claim), &since);
-	if (ret < 0)
-		return ret;
-	ret = s3_stat(bs, key, &st);
-	if (ret == 0 && strcmp(st.etag, etag) != 0)
-		ret = -ESTALE;
-	if (ret == 0)
-		ret = s3_claim_fresh(s, key, since);
-	if (ret == 0)
-		ret = put_object(s, key, data, len, NULL, NULL, NULL);
-	if (ret == 0) {
-		int same = s3_holds(s, key, data, len);
-		ret = same < 0 ? same : same ? 0 : -ESTALE;
-	}
-	s3_unclaim(s, claim);
-	return ret;
+	return conditional_put(s3_of(bs), key, data, len, etag, NULL);
 }
 
 static int s3_put(struct blob_store *bs, const char *key, const void *data, size_t len,
@@ -484,7 +463,7 @@ static int s3_put(struct blob_store *bs, const char *key, const void *data, size
 	struct blob_s3 *s = s3_of(bs);
 
 	if (excl)
-		return create_object(s, key, data, len, out);
+		return conditional_put(s, key, data, len, NULL, out);
 	return put_object(s, key, data, len, NULL, NULL, out);
 }
 
