@@ -406,6 +406,9 @@ def test_what_another_node_wrote_is_kept_by_creates_appends_and_renames(wstore, 
     os.pwrite(fd, b"z", 2)
     os.close(fd)
     assert store_get(wstore, f"{RUN}/rp.bin") == b"ABzDEFGHIJ"
+    fd = os.open(m / RUN / "rp.bin", os.O_RDONLY | os.O_CREAT)  # reads what is there
+    assert os.read(fd, 100) == b"ABzDEFGHIJ"
+    os.close(fd)
     fd = os.open(m / RUN / "log.txt", os.O_WRONLY | os.O_APPEND)
     os.write(fd, b"CC\n")
     os.close(fd)
