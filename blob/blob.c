@@ -299,16 +299,19 @@ uint64_t blob_fnv(const void *p, size_t n, uint64_t h)
 }
 
 int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstype,
-			size_t tsize)
+			size_t tsize, char *dev, size_t dsize)
 {
 	/* ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER; a
 	 * space, tab, newline or backslash in POINT is written \ooo */
 	const char *p = line;
 	size_t k = 0;
 
-	for (int field = 0; field < 4 && p; field++)
+	for (int field = 0; field < 4 && p; field++) {
+		if (field == 2 && dsize)
+			snprintf(dev, dsize, "%.*s", (int)strcspn(p, " "), p);
 		if ((p = strchr(p, ' ')))
 			p++;
+	}
 	if (!p || psize == 0)
 		return -1;
 	for (; *p && *p != ' ' && *p != '\n' && k + 1 < psize; p++) {
@@ -349,7 +352,7 @@ void blob_url_shown(const char *url, char *out, size_t size)
 	}
 	if (size == 0)
 		return;
-	for (size_t i = 0; i < n && k < 200 && k + 4 < size; i++) {
+	for (size_t i = 0; i < n && k + 4 < size; i++) {
 		if (from && url + i == from) {
 			memcpy(out + k, "***", 3);
 			k += 3;

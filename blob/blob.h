@@ -351,13 +351,14 @@ uint64_t blob_fnv(const void *p, size_t n, uint64_t h);
 
 /* url as error messages may show it: without a query or fragment (a SAS signature)
  * and with user info, but for wasb(s)'s CONTAINER@, as "***" (a password, a token);
- * at most 200 bytes of it. */
+ * as much of it as size holds. */
 void blob_url_shown(const char *url, char *out, size_t size);
 
-/* One line of /proc/self/mountinfo: its mount point (unescaped) and file system type
- * ("fuse.artifactfs"). 0, or -1 for a line of another shape. */
+/* One line of /proc/self/mountinfo: its mount point (unescaped), its file system type
+ * ("fuse.artifactfs") and its device ("0:42"); tsize or dsize 0 when not wanted. 0,
+ * or -1 for a line of another shape. */
 int blob_mountinfo_line(const char *line, char *point, size_t psize, char *fstype,
-			size_t tsize);
+			size_t tsize, char *dev, size_t dsize);
 
 /* Whether a key segment can be a file name: not empty, ".", "..", no '/', no
  * control character, at most NAME_MAX bytes. Cannot fail. */

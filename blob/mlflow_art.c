@@ -31,7 +31,9 @@ int ml_sub_store(struct blob_mlflow *s, const char *root, struct blob_store **ou
 	pthread_mutex_unlock(&s->lock);
 	int ret = blob_open(root, &s->opt, &st, err, sizeof(err));
 	if (ret < 0) {
-		LOG_ERROR("artifacts at %.200s cannot be read: %s", root, err);
+		char shown[256];
+		blob_url_shown(root, shown, sizeof(shown)); /* no password in the log */
+		LOG_ERROR("artifacts at %s cannot be read: %s", shown, err);
 		return -EIO;
 	}
 	pthread_mutex_lock(&s->lock);

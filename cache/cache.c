@@ -161,7 +161,7 @@ static int holder_mounted(const char *who)
 	if (!f)
 		return 1;
 	while (!found && fgets(line, sizeof(line), f))
-		found = blob_mountinfo_line(line, point, sizeof(point), NULL, 0) == 0 &&
+		found = blob_mountinfo_line(line, point, sizeof(point), NULL, 0, NULL, 0) == 0 &&
 			strcmp(point, want) == 0;
 	fclose(f);
 	return found;

@@ -145,29 +145,19 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 	return 0;
 }
 
-/* "-ofsname=SOURCE,subtype=artifactfs,default_permissions[,ro]": SOURCE is url without a query, a
- * fragment or a user:password@, with ',' and '\\' escaped for FUSE's parser. */
+/* "-ofsname=SOURCE,subtype=artifactfs,default_permissions[,ro]": SOURCE is url as
+ * blob_url_shown shows it (no query, fragment or user info), with ',' and '\\'
+ * escaped for FUSE's parser. */
 static void fs_source_option(const char *url, int writable, char *out, size_t size)
 {
-	size_t n = strcspn(url, "?#"), k = 0;
-	const char *auth = strstr(url, "://"), *skip_from = NULL, *skip_to = NULL;
+	char shown[PATH_MAX];
+	size_t k = (size_t)snprintf(out, size, "-ofsname=");
 
-	if (auth && (size_t)(auth - url) < n) {
-		auth += 3;
-		size_t alen = strcspn(auth, "/?#");
-		const char *at = memrchr(auth, '@', alen);
-		if (at && memchr(auth, ':', (size_t)(at - auth))) {
-			skip_from = auth;
-			skip_to = at + 1;
-		}
-	}
-	k = (size_t)snprintf(out, size, "-ofsname=");
-	for (size_t i = 0; i < n && k + 3 < size; i++) {
-		if (skip_from && url + i >= skip_from && url + i < skip_to)
-			continue;
-		if (url[i] == ',' || url[i] == '\\')
+	blob_url_shown(url, shown, sizeof(shown));
+	for (const char *c = shown; *c && k + 3 < size; c++) {
+		if (*c == ',' || *c == '\\')
 			out[k++] = '\\';
-		out[k++] = url[i];
+		out[k++] = *c;
 	}
 	out[k] = '\0';
 	/* default_permissions: the kernel checks the modes shown, so with allow_other
@@ -386,17 +376,8 @@ static void raise_readahead(const char *mnt)
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%*s %*s %31s %*s %4095s", d, p) != 2)
+		if (blob_mountinfo_line(line, p, sizeof(p), NULL, 0, d, sizeof(d)) < 0)
 			continue;
-		char *r = p, *w = p; /* undo the \ooo escapes of mountinfo */
-		for (; *r; r++, w++)
-			if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] && r[3]) {
-				*w = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
-				r += 3;
-			} else {
-				*w = *r;
-			}
-		*w = '\0';
 		if (strcmp(p, mnt) == 0)
 			memcpy(dev, d, sizeof(d)); /* the last one is the mount on top */
 	}

@@ -179,7 +179,7 @@ static int mount_root(const char *path, char *root, size_t size)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
-		if (blob_mountinfo_line(line, point, sizeof(point), type, sizeof(type)) < 0)
+		if (blob_mountinfo_line(line, point, sizeof(point), type, sizeof(type), NULL, 0) < 0)
 			continue;
 		size_t n = strlen(point);
 		int under = strcmp(point, "/") == 0 ||
